@@ -1,0 +1,43 @@
+# Every target creates .venv when it is missing (or when the dependency files changed), so a
+# fresh clone needs nothing but python3 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DATA_DIR ?= ../shared/data/mnist
+MODEL_DIR ?= models
+
+.PHONY: serve test lint train train-dry-run fmt openapi clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(PY) -m service
+
+test: $(STAMP)
+	DIGITS_DATA_DIR=$(DATA_DIR) $(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+fmt: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+train: $(STAMP)
+	$(PY) -m training train-all --data-dir $(DATA_DIR) --out $(MODEL_DIR)
+
+train-dry-run: $(STAMP)
+	$(PY) -m training train --arch lenet5 --data-dir $(DATA_DIR) --out /tmp/digits-dry-run --dry-run
+
+openapi: $(STAMP)
+	$(PY) -m service openapi > openapi.json
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""digits inference service: FastAPI, dynamic batching, MNIST-style preprocessing."""

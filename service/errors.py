@@ -1,0 +1,96 @@
+"""Errors are part of the API: one exception type per HTTP status, one JSON shape at the edge.
+
+Code anywhere in the service raises one of these; ``service.app`` turns it into::
+
+    {"error": {"status": 413, "code": "image_too_large", "message": "...", "request_id": "..."}}
+
+``code`` is stable and machine-readable; ``message`` is for people and may change.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports to a client."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (e.g. ``Retry-After``)."""
+        return {}
+
+
+class BadImage(ServiceError):
+    """The body is empty, not an image, truncated or otherwise undecodable."""
+
+    status = 400
+    code = "bad_image"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class NotFound(ServiceError):
+    """Unknown model, version or route."""
+
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    """Body over the byte limit, or an image whose header declares too many pixels."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidParameter(ServiceError):
+    """A query parameter or JSON field that does not validate."""
+
+    status = 422
+    code = "invalid_parameter"
+
+
+class InferenceFailed(ServiceError):
+    """The model raised while running a batch: the service's fault, not the client's."""
+
+    status = 500
+    code = "inference_failed"
+
+
+class Unavailable(ServiceError):
+    """Overloaded (queue full), shutting down, or not ready; the client may retry later."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class DeadlineExceeded(ServiceError):
+    """The request waited in the queue past its deadline and was dropped before inference."""
+
+    status = 504
+    code = "deadline_exceeded"

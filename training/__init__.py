@@ -1,0 +1,1 @@
+"""digits training: the classic MNIST networks, trained, calibrated and exported as model packages."""
