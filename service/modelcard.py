@@ -55,7 +55,9 @@ class Metrics(_Strict):
     test_samples: int = Field(gt=0)
     validation_accuracy: Fraction
     validation_samples: int = Field(gt=0)
-    test_nll: float | None = Field(default=None, ge=0.0, description="Mean negative log-likelihood on test.")
+    test_nll: float | None = Field(
+        default=None, ge=0.0, description="Mean negative log-likelihood on test."
+    )
 
 
 class Calibration(_Strict):
@@ -162,7 +164,7 @@ class ModelCard(_Strict):
 
     @classmethod
     def read(cls, package_dir: Path) -> ModelCard:
-        """Parse ``metadata.json`` of a package; raises ``pydantic.ValidationError`` or ``OSError``."""
+        """Parse a package's card; raises ``pydantic.ValidationError`` or ``OSError``."""
         return cls.model_validate_json((package_dir / CARD_FILENAME).read_bytes())
 
     def write(self, package_dir: Path) -> Path:

@@ -1,1 +1,1 @@
-"""digits training: the classic MNIST networks, trained, calibrated and exported as model packages."""
+"""digits training: the classic MNIST networks, trained, calibrated and exported."""
