@@ -119,7 +119,7 @@ class PackageFiles(_Strict):
 class ModelCard(_Strict):
     """Everything the service (and a person) needs to know about a model package."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: str = Field(pattern=NAME_PATTERN, examples=["lenet5"])
     version: str = Field(pattern=VERSION_PATTERN, examples=["1"])
     architecture: str = Field(description="Registry name of the network in training.architectures.")

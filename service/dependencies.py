@@ -1,0 +1,55 @@
+"""FastAPI dependencies, as ``Annotated`` aliases the routes declare."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import Unauthorized, Unavailable
+from service.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+# auto_error=False: a missing key is reported in the service's own error shape (401), below.
+_bearer = HTTPBearer(auto_error=False, description="API key as a bearer token.")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key.")
+
+
+def require_api_key(
+    runtime: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> None:
+    """When API keys are configured, one of them must come with the request."""
+    keys = runtime.settings.api_keys
+    if not keys:
+        return
+    offered = bearer.credentials if bearer is not None else header
+    if offered is None:
+        raise Unauthorized("an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
+    candidate = offered.encode()
+    # Compare with every key, in constant time each, so timing reveals neither key nor index.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key.get_secret_value().encode())
+    if not matched:
+        raise Unauthorized("the API key is not valid")
+
+
+def require_accepting(runtime: RuntimeDep) -> None:
+    """Refuse new work while shutting down."""
+    if runtime.shutting_down:
+        raise Unavailable("the service is shutting down", code="shutting_down", retry_after_s=5)
+
+
+ApiKey = Depends(require_api_key)
+Accepting = Depends(require_accepting)

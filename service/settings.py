@@ -1,0 +1,142 @@
+"""Every setting of the service, read once from ``DIGITS_*`` environment variables.
+
+Checked at start-up with messages a user can act on: a bad value stops the service before it
+binds a port, naming the variable and what would be accepted.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class BatchingSettings(BaseModel):
+    """How one model's requests are grouped into forward passes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    queue_size: int = Field(default=1024, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> BatchingSettings:
+        if self.queue_size < self.max_batch_size:
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must be at least max_batch_size "
+                f"({self.max_batch_size}), or batches could never fill"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    """The service's configuration. Each field is the variable ``DIGITS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIGITS_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    # --- where and what to serve
+    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 in containers.")
+    port: int = Field(default=8000, ge=1, le=65535)
+    model_dir: Path = Field(default=Path("models"), description="Folder of model packages.")
+    default_model: str = Field(default="default", description="Model used when none is named.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when available, else CPU."
+    )
+    require_default_model: bool = Field(
+        default=True, description="Refuse to start when the default model cannot be served."
+    )
+    selftest: bool = Field(
+        default=True, description="Check shipped digits on every model before it serves."
+    )
+    reload_interval_s: float = Field(
+        default=0.0, ge=0.0, description="Re-scan model_dir this often (0: only on POST reload)."
+    )
+
+    # --- batching (defaults for every model; per-model overrides below)
+    max_batch_size: int = Field(default=64, ge=1, le=4096)
+    max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    queue_size: int = Field(default=1024, ge=1, le=1_000_000)
+    batching: dict[str, BatchingSettings] = Field(
+        default_factory=dict,
+        description='Per-model overrides as JSON: {"lenet5": {"max_batch_size": 128}}.',
+    )
+    request_timeout_ms: float = Field(
+        default=5000.0, gt=0.0, description="A request still queued after this gets a 504."
+    )
+
+    # --- inputs
+    max_body_bytes: int = Field(default=10 * MiB, ge=1024)
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=28 * 28, description="Width x height, checked from the header."
+    )
+    max_batch_files: int = Field(default=64, ge=1, description="Files per /predict/batch call.")
+    uncertain_below: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="Confidence under which `uncertain` is true."
+    )
+
+    # --- process
+    torch_threads: int = Field(default=1, ge=1, description="Intra-op threads for inference.")
+    preprocess_threads: int = Field(default=2, ge=1, description="Threads decoding images.")
+    shutdown_grace_s: float = Field(default=10.0, ge=0.0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # --- access
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys; when set, /predict and /models need one.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS (none: off)."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            if len(key.get_secret_value()) < 16:
+                raise ValueError("each API key must be at least 16 characters long")
+        return keys
+
+    @model_validator(mode="after")
+    def _batching_consistent(self) -> Settings:
+        # Validates the top-level trio the same way the per-model overrides are validated.
+        self.default_batching  # noqa: B018
+        return self
+
+    @cached_property
+    def default_batching(self) -> BatchingSettings:
+        return BatchingSettings(
+            max_batch_size=self.max_batch_size,
+            max_wait_ms=self.max_wait_ms,
+            queue_size=self.queue_size,
+        )
+
+    def batching_for(self, model_name: str) -> BatchingSettings:
+        """The batching in force for one model: its override, else the defaults."""
+        return self.batching.get(model_name, self.default_batching)
+
+    def check_model_dir(self) -> None:
+        """Fail early, and helpfully, when there is nothing to serve."""
+        if not self.model_dir.is_dir():
+            raise SystemExit(
+                f"DIGITS_MODEL_DIR={self.model_dir} is not a folder (resolved: "
+                f"{self.model_dir.resolve()}). Point it at a folder of model packages "
+                "<name>/<version>/metadata.json, e.g. the repository's models/, or train some "
+                "with `make train`."
+            )
