@@ -121,7 +121,21 @@ class Batcher:
     """Per-model request queue with one worker coroutine and one inference thread.
 
     Use ``await start()`` / ``await stop()`` or ``async with Batcher(...)``; then
-    ``await submit(item)`` from request handlers.
+    ``await submit(item)`` from request handlers, on the loop the batcher was started on.
+
+    Args:
+        predict: ``(B, 1, 28, 28)`` float32 on ``device`` -> ``(B, C)``; called only in the
+            batcher's inference thread, under ``torch.inference_mode()``.
+        name: the model's name in log lines and error messages (e.g. ``"lenet/3"``).
+        device: where ``predict`` wants its input; the host buffer is pinned for CUDA.
+        max_batch_size: the most requests in one forward pass.
+        max_wait_ms: how long a batch may wait to fill, counted from its first request's
+            arrival (time queued while the previous batch ran counts). A request alone in
+            an idle batcher never waits. 0: run whatever is queued.
+        queue_size: the most requests waiting; beyond it ``enqueue`` answers
+            ``Unavailable(code="overloaded")``.
+        on_batch: called on the event loop after each batch (e.g. to feed metrics); its
+            errors are logged and otherwise ignored.
     """
 
     def __init__(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,9 +130,12 @@ def read_verified_card(package_dir: Path) -> ModelCard:
 def load_module(package_dir: Path, card: ModelCard, device: torch.device) -> torch.jit.ScriptModule:
     """Load the TorchScript file onto ``device`` in eval mode."""
     try:
-        module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
-            str(package_dir / card.files.torchscript.path), map_location=device
-        )
+        with warnings.catch_warnings():
+            # TorchScript is the packages' promised format; torch 2.14 calls it deprecated.
+            warnings.simplefilter("ignore", FutureWarning)
+            module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(package_dir / card.files.torchscript.path), map_location=device
+            )
     except Exception as exc:  # TorchScript raises RuntimeError and friends for bad archives
         raise PackageError(f"TorchScript file does not load: {exc}".splitlines()[0]) from exc
     module.eval()

@@ -9,6 +9,7 @@ flags are needed to reproduce a package.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -36,13 +37,14 @@ class Mlp(nn.Module):
         super().__init__()
         widths = [28 * 28, *config.hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], NUM_CLASSES))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)  # (B, 1, 28, 28) -> (B, 10)
+        logits: torch.Tensor = self.layers(x)  # (B, 1, 28, 28) -> (B, 10)
+        return logits
 
 
 # --- lenet1 ---------------------------------------------------------------------------------
@@ -74,7 +76,8 @@ class LeNet1(nn.Module):
         self.classifier = nn.Linear(second * 4 * 4, NUM_CLASSES)  # 192 -> 10
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        logits: torch.Tensor = self.classifier(self.features(x).flatten(1))  # (B, 10)
+        return logits
 
 
 # --- lenet5 ---------------------------------------------------------------------------------
@@ -114,7 +117,8 @@ class LeNet5(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        logits: torch.Tensor = self.classifier(self.features(x).flatten(1))  # (B, 10)
+        return logits
 
 
 # --- cnn_small ------------------------------------------------------------------------------
@@ -151,7 +155,8 @@ class CnnSmall(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        logits: torch.Tensor = self.classifier(self.features(x).flatten(1))  # (B, 10)
+        return logits
 
 
 # --- cnn_bn ---------------------------------------------------------------------------------
@@ -200,7 +205,8 @@ class CnnBn(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        logits: torch.Tensor = self.classifier(self.features(x).flatten(1))  # (B, 10)
+        return logits
 
 
 # --- default --------------------------------------------------------------------------------
@@ -240,7 +246,8 @@ class DigitNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
+        logits: torch.Tensor = self.classifier(self.features(x).flatten(1))  # (B, 10)
+        return logits
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -311,9 +318,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             name="lenet5",
             build=lambda: LeNet5(LeNet5Config()),
-            recipe=TrainingRecipe(
-                epochs=20, lr=3e-3, optimizer="adam", augmentation=LIGHT_AFFINE
-            ),
+            recipe=TrainingRecipe(epochs=20, lr=3e-3, optimizer="adam", augmentation=LIGHT_AFFINE),
             source="LeNet-5, LeCun, Bottou, Bengio & Haffner 1998",
             source_accuracy=0.9905,
             target_accuracy=0.991,
@@ -322,9 +327,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             name="cnn_small",
             build=lambda: CnnSmall(CnnSmallConfig()),
-            recipe=TrainingRecipe(
-                epochs=30, lr=5e-3, optimizer="adam", augmentation=LIGHT_AFFINE
-            ),
+            recipe=TrainingRecipe(epochs=30, lr=5e-3, optimizer="adam", augmentation=LIGHT_AFFINE),
             source="pytorch/examples mnist/main.py CNN (two 5x5 conv + max-pool, 320-50-10)",
             source_accuracy=0.992,
             target_accuracy=0.993,
@@ -333,9 +336,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture(
             name="cnn_bn",
             build=lambda: CnnBn(CnnBnConfig()),
-            recipe=TrainingRecipe(
-                epochs=20, lr=3e-3, optimizer="adam", augmentation=LIGHT_AFFINE
-            ),
+            recipe=TrainingRecipe(epochs=20, lr=3e-3, optimizer="adam", augmentation=LIGHT_AFFINE),
             source="four 3x3 conv (5-10-20-40) + BatchNorm CNN, 1960-200-500-10 with dropout",
             source_accuracy=0.99,
             target_accuracy=0.993,

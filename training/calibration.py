@@ -25,9 +25,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     """
     logits = logits.detach().double()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe"
-    )
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -35,7 +33,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
-    optimizer.step(closure)
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
     return float(log_t.detach().exp())
 
 
@@ -52,7 +50,6 @@ def expected_calibration_error(
     correct = (predicted == labels).double()
     # Bin b holds confidences in (b/bins, (b+1)/bins]; ceil maps exactly 1.0 to the last bin.
     bin_index = (confidence * bins).ceil().long().clamp(1, bins) - 1
-    total = torch.zeros(bins, dtype=torch.float64).index_add_(0, bin_index, torch.ones_like(correct))
     hits = torch.zeros(bins, dtype=torch.float64).index_add_(0, bin_index, correct)
     confidence_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, bin_index, confidence)
     gaps = (hits - confidence_sum).abs()  # per bin: count * |accuracy - confidence|

@@ -84,7 +84,8 @@ def make_scheduler(
     optimizer: torch.optim.Optimizer, recipe: TrainingRecipe, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-batch learning-rate schedule over ``epochs * steps_per_epoch`` steps."""
-    total_steps = max(1, epochs * steps_per_epoch)
+    # OneCycleLR needs a few steps per phase; a dry run has fewer, and then ends mid-cycle.
+    total_steps = max(10, epochs * steps_per_epoch)
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=recipe.lr, total_steps=total_steps, pct_start=0.2

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +76,7 @@ def write_package(
     module = (module or TinyNet()).eval()
     model_file = package / TORCHSCRIPT_FILENAME
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.script(module), str(model_file))
     card = ModelCard(
         name=name,
@@ -153,3 +158,50 @@ async def running_app(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://digits") as client:
             yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_in_subprocess(
+    model_dir: Path, log: Path, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m service`` on 127.0.0.1 and a free port, ready; killed on exit if still up."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DIGITS_HOST": "127.0.0.1",
+        "DIGITS_PORT": str(port),
+        "DIGITS_MODEL_DIR": str(model_dir),
+        **env,
+    }
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=environment, stdout=sink, stderr=sink
+        )
+        try:
+            _wait_ready(url, process, log)
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90.0
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready in 90 s:\n{log.read_text()}")

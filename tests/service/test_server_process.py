@@ -3,70 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.service.conftest import REPO, digit_png
+from tests.service.conftest import digit_png, serve_in_subprocess
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode} before it was ready")
-        try:
-            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready in time")
 
 
 @pytest.fixture
 def server(
     trained_model_dir: Path, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DIGITS_HOST": "127.0.0.1",
-        "DIGITS_PORT": str(port),
-        "DIGITS_MODEL_DIR": str(trained_model_dir),
-        "DIGITS_DEFAULT_MODEL": "lenet5",
-        "DIGITS_MAX_WAIT_MS": "5",
-        "DIGITS_SHUTDOWN_GRACE_S": "5",
-    }
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+    log = tmp_path / "server.log"
+    with serve_in_subprocess(
+        trained_model_dir, log, DIGITS_DEFAULT_MODEL="lenet5", DIGITS_SHUTDOWN_GRACE_S="5"
+    ) as running:
+        yield running
 
 
 def test_real_server_answers_concurrent_clients_and_drains_on_sigterm(

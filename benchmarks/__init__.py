@@ -1,0 +1,1 @@
+"""Benchmarks and the synthetic image kinds they use."""

@@ -1,0 +1,630 @@
+"""Any image bytes -> one 28x28 float digit, made the way MNIST itself was made.
+
+MNIST digits are white ink on black, the ink's bounding box scaled (anti-aliased, aspect kept)
+so that its longer side is 20 px, then placed in a 28x28 field with the centre of mass at the
+centre (pixel (14, 14)). People send phone photos, canvas exports, scans and, now and then,
+MNIST images themselves. :func:`to_mnist` turns each into the former in small named steps::
+
+    _orient -> (_mnist_fast_path) -> _flatten_alpha -> _to_grey -> _working_array
+    -> _ink_on_black -> _normalise_contrast -> _crop_to_ink -> _fit_20px -> _centre_by_mass
+
+:func:`decode_image` is the only place that parses client bytes: it sniffs the format from
+the bytes, refuses decompression bombs from the header before any pixel is decoded, and turns
+every decoder failure into a :class:`~service.errors.ServiceError`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import struct
+import zlib
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
+
+from service.errors import BadImage, PayloadTooLarge, ServiceError, UnsupportedMediaType
+
+logger = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float32]
+
+#: PIL format names accepted (MPO, the multi-picture JPEG some phones write, counts as JPEG).
+ALLOWED_FORMATS: Final[frozenset[str]] = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"})
+_FORMAT_ALIASES: Final[dict[str, str]] = {"MPO": "JPEG"}
+
+#: Signatures of the accepted formats, checked in order; value: PIL plugins allowed to open it.
+_ACCEPTED_SIGNATURES: Final[tuple[tuple[re.Pattern[bytes], str, tuple[str, ...]], ...]] = (
+    (re.compile(rb"\x89PNG\r\n\x1a\n"), "PNG", ("PNG",)),
+    (re.compile(rb"\xff\xd8\xff"), "JPEG", ("JPEG", "MPO")),
+    (re.compile(rb"GIF8[79]a"), "GIF", ("GIF",)),
+    (re.compile(rb"RIFF.{4}WEBP", re.DOTALL), "WEBP", ("WEBP",)),
+    (re.compile(rb"BM"), "BMP", ("BMP",)),
+    (re.compile(rb"II[*+]\x00|MM\x00[*+]"), "TIFF", ("TIFF",)),
+)
+
+#: Raster formats we recognise but do not accept (answered 415 rather than 400).
+_REFUSED_SIGNATURES: Final[tuple[tuple[re.Pattern[bytes], str], ...]] = (
+    (re.compile(rb"\x00\x00[\x01\x02]\x00[\x01-\xff]\x00"), "ICO/CUR"),
+    (re.compile(rb"P[1-7][ \t\r\n]"), "PNM (PBM/PGM/PPM/PAM)"),
+    (re.compile(rb"8BPS"), "PSD"),
+    (re.compile(rb"%!PS-Adobe|\xc5\xd0\xd3\xc6"), "EPS"),
+    (re.compile(rb"\x00\x00\x00\x0cjP  \r\n\x87\n|\xff\x4f\xff\x51"), "JPEG 2000"),
+    (re.compile(rb"\x00\x00\x00\x0cJXL \r\n\x87\n|\xff\x0a"), "JPEG XL"),
+    (re.compile(rb".{4}ftyp(heic|heix|hevc|heim|heis|mif1|msf1|avif|avis)", re.DOTALL), "HEIF/AVIF"),
+    (re.compile(rb"qoif"), "QOI"),
+    (re.compile(rb"DDS "), "DDS"),
+    (re.compile(rb"icns"), "ICNS"),
+    (re.compile(rb"\x01\xda[\x00\x01][\x01\x02]"), "SGI"),
+    (re.compile(rb"\x59\xa6\x6a\x95"), "Sun raster"),
+    (re.compile(rb"SIMPLE  ="), "FITS"),
+    (re.compile(rb"\x0a[\x00\x02-\x05]\x01[\x01\x02\x04\x08]"), "PCX"),
+)
+
+#: Exceptions Pillow's decoders raise on malformed input (UnidentifiedImageError is an OSError).
+_DECODE_ERRORS: Final = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+)
+
+#: Large images are reduced to about this many pixels before the photo-cleaning steps: enough
+#: for a digit that fills a tenth of a photo, and it bounds the per-request work and memory.
+WORK_PIXELS: Final = 320 * 240
+#: JPEGs are decoded at a reduced DCT scale (1/2, 1/4, 1/8) while both sides stay above this.
+_JPEG_DRAFT_SIDE: Final = 256
+
+MNIST_SIDE: Final = 28
+#: MNIST scales the ink's bounding box so that its longer side is this many pixels.
+DIGIT_BOX: Final = 20
+#: MNIST's centre of mass sits at pixel (14, 14) (row, column; pixel centres at integers).
+MNIST_CENTRE: Final = 14.0
+
+#: The background surface is fitted to the medians of about this many cells along each side.
+_BACKGROUND_CELLS: Final = 8
+#: Ink must stand this many robust noise deviations above the background ...
+_NOISE_SIGMAS: Final = 4.0
+#: ... and at least this much (in [0, 1] grey) to count as ink at all.
+_MIN_CONTRAST: Final = 0.06
+#: Percentile of the ink pixels' strength that becomes full intensity (MNIST: ~30 % of the
+#: ink is saturated).
+_INK_PERCENTILE: Final = 75.0
+#: Strength, as a fraction of full ink, below which a pixel is set to exactly 0 (background).
+_FLOOR_FRACTION: Final = 0.12
+#: Components are found on a mask of at most this many cells along the longer side.
+_ANALYSIS_SIDE: Final = 128
+#: A pixel belongs to the ink mask used for components at this normalised strength.
+_MASK_LEVEL: Final = 0.25
+#: Components under this fraction of the largest one's ink are specks.
+_SPECK_FRACTION: Final = 0.03
+#: Components within this fraction of the digit's size from it are part of the digit.
+_JOIN_MARGIN: Final = 0.25
+#: A component lying along this fraction of an image side is the paper's or frame's edge.
+_EDGE_CONTACT: Final = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode client bytes into a fully loaded PIL image (first frame of an animation).
+
+    The format is sniffed from the bytes; the client's content type is not consulted.
+    The rule for refusals:
+
+    - ``BadImage`` (400): empty body (``empty_image``); bytes that are not a raster image we
+      recognise, including PDF, SVG, HTML and text (``not_an_image``); an accepted format
+      that is truncated, corrupt or zero-sized (``corrupt_image``).
+    - ``UnsupportedMediaType`` (415): a raster format recognised by its signature that is
+      not in :data:`ALLOWED_FORMATS` (ICO, PNM, PSD, EPS, JPEG 2000, JPEG XL, HEIF/AVIF, ...).
+    - ``PayloadTooLarge`` (413): the header declares more than ``max_pixels`` pixels; decided
+      before any pixel is decoded, so decompression bombs never allocate.
+
+    Large JPEGs are decoded at a reduced DCT scale (both sides staying at least
+    ``_JPEG_DRAFT_SIDE`` px), straight to grey where possible: the digit ends up 20 px tall.
+    """
+    if not data:
+        raise BadImage("the request body is empty: send the image's bytes", code="empty_image")
+    plugins = _sniff_format(data)
+    try:
+        image = Image.open(io.BytesIO(data), formats=plugins)
+        _check_size(image, max_pixels)
+        if image.format == "JPEG" and image.mode in ("RGB", "L", "CMYK"):
+            image.draft("L" if image.mode == "RGB" else image.mode, (_JPEG_DRAFT_SIDE,) * 2)
+        image.load()  # decode now, so that truncation surfaces here and not in a later step
+    except ServiceError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image has too many pixels: {exc}", code="image_too_large") from exc
+    except _DECODE_ERRORS as exc:
+        logger.debug("undecodable %s image: %r", plugins[0], exc)
+        raise BadImage(
+            f"could not decode the {plugins[0]} image: it is truncated or corrupt",
+            code="corrupt_image",
+        ) from exc
+    if image.width <= 0 or image.height <= 0:
+        raise BadImage("the image has no pixels", code="corrupt_image")
+    return image
+
+
+def _sniff_format(data: bytes) -> tuple[str, ...]:
+    """PIL plugins to open ``data`` with; raises for anything that is not an accepted format."""
+    for signature, _name, plugins in _ACCEPTED_SIGNATURES:
+        if signature.match(data):
+            return plugins
+    for signature, name in _REFUSED_SIGNATURES:
+        if signature.match(data):
+            accepted = ", ".join(sorted(ALLOWED_FORMATS))
+            raise UnsupportedMediaType(f"{name} images are not accepted; send one of {accepted}")
+    raise BadImage(
+        "the body is not an image in a format we recognise (PNG, JPEG, WEBP, BMP, TIFF, GIF)",
+        code="not_an_image",
+    )
+
+
+def _check_size(image: Image.Image, max_pixels: int) -> None:
+    """Refuse, from the header alone, images without pixels or with more than ``max_pixels``."""
+    fmt = _FORMAT_ALIASES.get(image.format or "", image.format)
+    if fmt not in ALLOWED_FORMATS:  # the plugins were restricted; this guards against surprises
+        raise UnsupportedMediaType(f"{image.format} images are not accepted")
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise BadImage("the image has no pixels (zero width or height)", code="corrupt_image")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+            code="image_too_large",
+        )
+
+
+def preprocess(data: bytes, *, max_pixels: int) -> FloatArray:
+    """Client bytes -> float32 ``(28, 28)`` in [0, 1], white ink on black (MNIST-style)."""
+    return to_mnist(decode_image(data, max_pixels=max_pixels))
+
+
+def encode_png(array: NDArray[np.floating]) -> bytes:
+    """A ``(28, 28)`` float image in [0, 1] as 8-bit grey PNG bytes (to show what the model saw)."""
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {array.shape}")
+    pixels = np.clip(np.rint(np.nan_to_num(array) * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Image -> MNIST
+# --------------------------------------------------------------------------------------------
+
+
+def to_mnist(image: Image.Image) -> FloatArray:
+    """A decoded image -> float32 ``(28, 28)`` in [0, 1], white ink on black, MNIST-style.
+
+    Raises ``BadImage`` (code ``no_digit``) when nothing stands out from the background, and
+    ``BadImage`` for images whose pixels cannot be read.
+    """
+    try:
+        return _to_mnist(image)
+    except ServiceError:
+        raise
+    except _DECODE_ERRORS as exc:
+        logger.debug("unreadable %s image: %r", image.mode, exc)
+        raise BadImage(f"could not read the image's pixels ({image.mode})") from exc
+
+
+def _to_mnist(image: Image.Image) -> FloatArray:
+    image = _orient(image)
+    fast = _mnist_fast_path(image)
+    if fast is not None:
+        return fast
+    grey = _working_array(_to_grey(_flatten_alpha(image)))  # (H, W) in [0, 1]
+    ink = _normalise_contrast(_ink_on_black(grey))  # (H, W), background exactly 0
+    digit = _fit_20px(_crop_to_ink(ink))  # (h, w), max(h, w) == 20
+    return _centre_by_mass(digit)
+
+
+def _orient(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (phones store pixels sideways and tag them)."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except _DECODE_ERRORS:  # a malformed EXIF block is ignored, not fatal
+        return image
+    if orientation not in range(2, 9):
+        return image
+    rotated = ImageOps.exif_transpose(image)
+    return image if rotated is None else rotated
+
+
+def _mnist_fast_path(image: Image.Image) -> FloatArray | None:
+    """The image itself when it already is an MNIST digit, else ``None``.
+
+    An MNIST digit is 28x28 8-bit grey, white on an exactly black background, its ink reaching
+    full intensity, its bounding box 20 px on the longer side and its centre of mass at the
+    centre; the full pipeline would return it unchanged, so it skips the photo cleaning.
+    """
+    if image.mode != "L" or image.size != (MNIST_SIDE, MNIST_SIDE):
+        return None
+    pixels = np.asarray(image)  # (28, 28) uint8
+    if not _is_mnist_digit(pixels):
+        return None
+    return pixels.astype(np.float32) / np.float32(255.0)
+
+
+def _is_mnist_digit(pixels: NDArray[np.uint8]) -> bool:
+    """Whether a 28x28 uint8 image is laid out as MNIST: 20 px box, mass-centred, full ink."""
+    rows = np.flatnonzero(pixels.any(axis=1))
+    cols = np.flatnonzero(pixels.any(axis=0))
+    if rows.size == 0 or int(pixels.max()) < 240:
+        return False
+    height = int(rows[-1] - rows[0] + 1)
+    width = int(cols[-1] - cols[0] + 1)
+    if max(height, width) != DIGIT_BOX:
+        return False
+    weights = pixels.astype(np.float32)
+    total = float(weights.sum())
+    axis = np.arange(MNIST_SIDE, dtype=np.float32)
+    centre_row = float(weights.sum(axis=1) @ axis) / total
+    centre_col = float(weights.sum(axis=0) @ axis) / total
+    return abs(centre_row - MNIST_CENTRE) <= 1.0 and abs(centre_col - MNIST_CENTRE) <= 1.0
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite transparency onto an opaque backdrop; the result has no alpha channel.
+
+    The backdrop is white, as on paper, unless the visible ink itself is light (a white pen on
+    a transparent canvas), where white would hide it: then it is black.
+    """
+    if image.mode == "P" or (image.mode in ("L", "RGB", "1") and "transparency" in image.info):
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return image
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    low, high = alpha.getextrema()
+    if not isinstance(low, int) or low == 255:
+        return rgba.convert("RGB")
+    backdrop = (255, 255, 255, 255)
+    if isinstance(high, int) and high > 0:
+        visible = alpha.point(lambda a: 255 if a >= 128 else 0)
+        if visible.getbbox() is not None:
+            luma = ImageStat.Stat(rgba.convert("L"), mask=visible).mean[0]
+            if luma > 160:
+                backdrop = (0, 0, 0, 255)
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, backdrop), rgba)
+    return flat.convert("RGB")
+
+
+def _to_grey(image: Image.Image) -> Image.Image:
+    """Any mode -> grey: ``L`` for 8-bit sources, ``F`` in [0, 1] for 16/32-bit and float ones.
+
+    16-bit images (``I;16*``) are scaled by 1/65535; ``I`` and ``F`` by 1/255 or 1/65535 when
+    they fit those ranges ([0, 1] floats are kept), else by their own range. Colour images
+    become ITU-R 601 luma.
+    """
+    mode = image.mode
+    if mode == "L":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_scale_deep_grey(np.asarray(image), mode), mode="F")
+    try:
+        return image.convert("L")
+    except ValueError:  # modes without a direct conversion to L (e.g. HSV, LAB)
+        return image.convert("RGB").convert("L")
+
+
+def _scale_deep_grey(values: NDArray[np.generic], mode: str) -> FloatArray:
+    """16/32-bit integer or float grey -> float32 in [0, 1]."""
+    grey = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(grey.min()), float(grey.max())
+    if mode.startswith("I;16"):
+        scale, offset = 1.0 / 65535.0, 0.0
+    elif low >= 0.0 and high <= (1.0 if mode == "F" else 0.0):
+        scale, offset = 1.0, 0.0
+    elif low >= 0.0 and high <= 255.0:
+        scale, offset = 1.0 / 255.0, 0.0
+    elif low >= 0.0 and high <= 65535.0:
+        scale, offset = 1.0 / 65535.0, 0.0
+    else:
+        scale, offset = 1.0 / max(high - low, 1e-12), -low
+    return np.clip((grey + offset) * scale, 0.0, 1.0).astype(np.float32)
+
+
+def _working_array(grey: Image.Image) -> FloatArray:
+    """Grey image -> float32 ``(H, W)`` in [0, 1], box-reduced to about ``WORK_PIXELS``."""
+    width, height = grey.size
+    if width * height > WORK_PIXELS:
+        scale = math.sqrt(WORK_PIXELS / (width * height))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        grey = grey.resize(size, Image.Resampling.BOX)
+    array = np.asarray(grey, dtype=np.float32)
+    if grey.mode == "L":
+        array = array * np.float32(1.0 / 255.0)
+    return array
+
+
+def _ink_on_black(grey: FloatArray) -> FloatArray:
+    """Invert a light-background image so that ink is bright on a dark background.
+
+    The ink is the heavier tail of the pixels' departures from their local background (the
+    median of their cell), beyond the background's own spread: below it for dark ink on
+    paper, above it for white-on-black images such as MNIST. Local, so that a strong lighting
+    gradient across a photo does not pass for ink.
+    """
+    grid = _cell_medians(grey)
+    step = max(1, int(math.sqrt(grey.size / 4096)))
+    sample = grey[::step, ::step]  # (h, w), a few thousand pixels
+    if grid is None:
+        residual = sample - np.float32(np.median(sample))
+    else:
+        medians, cell = grid
+        # A 3x3 median over the cells: thick strokes fill some cells, rarely most of a block.
+        padded = np.pad(medians, 1, mode="edge")
+        shifts = [padded[r : r + medians.shape[0], c : c + medians.shape[1]] for r in range(3) for c in range(3)]
+        medians = np.median(np.stack(shifts), axis=0)
+        rows = np.minimum(np.arange(0, grey.shape[0], step) // cell, medians.shape[0] - 1)
+        cols = np.minimum(np.arange(0, grey.shape[1], step) // cell, medians.shape[1] - 1)
+        residual = sample - medians[rows[:, None], cols[None, :]]
+    spread = 3.0 * 1.4826 * float(np.median(np.abs(residual)))
+    dark_tail = float(np.sum(np.clip(-residual - spread, 0.0, None)))
+    light_tail = float(np.sum(np.clip(residual - spread, 0.0, None)))
+    if dark_tail > light_tail:
+        return np.float32(1.0) - grey
+    return grey
+
+
+def _cell_medians(image: FloatArray) -> tuple[FloatArray, int] | None:
+    """Medians of a grid of square cells (about ``_BACKGROUND_CELLS`` along the longer side)
+    and the cell's side in pixels; ``None`` when the image is too small for a grid.
+
+    The median of a cell is its background unless ink covers most of it.
+    """
+    height, width = image.shape
+    cell = max(height, width) // _BACKGROUND_CELLS
+    if cell < 4 or min(height, width) < 2 * cell:
+        return None
+    rows, cols = height // cell, width // cell
+    cells = image[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell)
+    step = max(1, cell // 8)  # the median of a sub-grid of each cell is plenty
+    return np.median(cells[:, ::step, :, ::step], axis=(1, 3)).astype(np.float32), cell
+
+
+def _sample(array: FloatArray, target: int = 4096) -> FloatArray:
+    """A strided subsample of about ``target`` pixels, for cheap statistics."""
+    step = max(1, int(math.sqrt(array.size / target)))
+    return array[::step, ::step]
+
+
+def _normalise_contrast(ink: FloatArray) -> FloatArray:
+    """Flatten the (unevenly lit) background, zero what is noise, stretch ink to full.
+
+    Returns float32 ``(H, W)`` in [0, 1] with the background exactly 0. Raises ``no_digit``
+    when nothing rises above the noise by at least ``_MIN_CONTRAST``.
+    """
+    background = _background_surface(ink)
+    # Light multiplies reflectance, so on paper divide by the paper's brightness (1 - background
+    # once inverted) rather than only subtract: ink in a shadow keeps its full strength.
+    signal = (ink - background) / np.maximum(np.float32(1.0) - background, np.float32(0.05))
+    sample = _sample(signal)
+    centre = float(np.median(sample))
+    noise = 1.4826 * float(np.median(np.abs(sample - centre)))
+    floor = max(centre + _NOISE_SIGMAS * noise, _MIN_CONTRAST / 2)
+    strong = signal[signal > floor]
+    if strong.size == 0:
+        raise _no_digit()
+    full = float(np.percentile(strong, _INK_PERCENTILE))
+    if full - centre < _MIN_CONTRAST:
+        raise _no_digit()
+    low = max(floor, centre + _FLOOR_FRACTION * (full - centre))
+    stretched = (signal - np.float32(low)) * np.float32(1.0 / max(full - low, 1e-6))
+    return np.clip(stretched, 0.0, 1.0, out=stretched)
+
+
+def _background_surface(ink: FloatArray) -> FloatArray:
+    """Smooth estimate of the background of ``ink`` (bright ink on dark), shape ``(H, W)``.
+
+    A quadratic surface fitted, robustly, to the medians of a grid of cells: it follows a
+    lighting gradient or vignette across a photo but cannot follow the ink itself, so thick
+    strokes are never hollowed out. Cells mostly covered by ink are rejected as outliers.
+    """
+    height, width = ink.shape
+    grid = _cell_medians(ink)
+    if grid is None:
+        return np.full_like(ink, float(np.median(_sample(ink))))
+    cell_medians, cell = grid
+    rows, cols = cell_medians.shape
+    medians = cell_medians.ravel()  # (rows * cols,)
+    v, u = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    v = ((v + 0.5) * cell / height * 2.0 - 1.0).ravel()
+    u = ((u + 0.5) * cell / width * 2.0 - 1.0).ravel()
+    design = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)  # (cells, 6)
+    # Start from the darker half of the cells (ink is bright) and a plane, which extrapolates
+    # a lighting gradient sensibly; then refit the quadratic to every cell that fits.
+    keep = medians <= np.median(medians)
+    terms = 3
+    coef = np.zeros(6, dtype=np.float32)
+    for _ in range(4):
+        if keep.sum() < 2 * terms:
+            break
+        coef = np.zeros(6, dtype=np.float32)
+        coef[:terms] = np.linalg.lstsq(design[keep, :terms], medians[keep], rcond=None)[0]
+        terms = 6
+        residual = medians - design @ coef
+        scale = 1.4826 * float(np.median(np.abs(residual[keep]))) + 1e-3
+        keep = residual < 2.5 * scale  # ink-covered cells are bright outliers
+    y = (np.arange(height, dtype=np.float32) + 0.5) / height * 2.0 - 1.0
+    x = (np.arange(width, dtype=np.float32) + 0.5) / width * 2.0 - 1.0
+    c0, cu, cv, cuu, cuv, cvv = (np.float32(c) for c in coef)
+    surface = (c0 + cv * y + cvv * y * y)[:, None] + (cu * x + cuu * x * x)[None, :]
+    surface += (cuv * y)[:, None] * x[None, :]
+    return surface.astype(np.float32)
+
+
+def _no_digit() -> BadImage:
+    return BadImage(
+        "no digit found: nothing in the image stands out from its background", code="no_digit"
+    )
+
+
+def _crop_to_ink(ink: FloatArray) -> FloatArray:
+    """The digit's bounding box out of ``ink``, with specks and edge clutter removed.
+
+    Components of the ink mask are found on a coarse grid (at most ``_ANALYSIS_SIDE`` cells
+    per side). Specks (tiny next to the largest component) and components lying along an
+    image side (the edge of the paper, a table, a scanner shadow) are dropped; the digit is the
+    largest remaining component plus whatever else lies close to it (broken strokes).
+    """
+    height, width = ink.shape
+    factor = max(1, math.ceil(max(height, width) / _ANALYSIS_SIDE))
+    # Box-reduce in Pillow (numpy reductions over 4-D block views are several times slower).
+    mass = np.asarray(Image.fromarray(ink, mode="F").reduce(factor))  # (rows, cols) mean ink
+    strong = Image.fromarray((ink > _MASK_LEVEL).astype(np.float32), mode="F")
+    mask = np.asarray(strong.reduce(factor)) > 0  # (rows, cols): any strong pixel in the cell
+    labels, count = _label_components(mask)
+    if count == 0:
+        raise _no_digit()
+    keep = _digit_components(labels, count, mass)
+    kept_cells = keep[labels]
+    drop = mask & ~kept_cells
+    if drop.any():  # zero the dropped components' cells, so they cannot leak into the digit
+        full_drop = np.repeat(np.repeat(drop, factor, axis=0), factor, axis=1)
+        ink = np.where(full_drop[:height, :width], np.float32(0.0), ink)
+    cell_rows = np.flatnonzero(kept_cells.any(axis=1))
+    cell_cols = np.flatnonzero(kept_cells.any(axis=0))
+    top, bottom = cell_rows[0] * factor, min(height, (cell_rows[-1] + 1) * factor)
+    left, right = cell_cols[0] * factor, min(width, (cell_cols[-1] + 1) * factor)
+    region = ink[top:bottom, left:right]
+    # The cells' box is up to factor-1 px loose; tighten it to the ink itself.
+    ink_rows = np.flatnonzero(region.max(axis=1) > 0.0)
+    ink_cols = np.flatnonzero(region.max(axis=0) > 0.0)
+    return region[ink_rows[0] : ink_rows[-1] + 1, ink_cols[0] : ink_cols[-1] + 1]
+
+
+def _label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int64], int]:
+    """8-connected components of ``mask``: labels ``(rows, cols)`` (0 = none, 1..n) and n.
+
+    Union-find over the mask's edges, vectorised: hook every edge's larger root to its smaller
+    one, then compress paths by pointer jumping, until no edge joins two roots.
+    """
+    rows, cols = mask.shape
+    flat = np.pad(mask, 1).ravel()  # a frame of False, so neighbours never wrap around
+    stride = cols + 2
+    nodes = np.flatnonzero(flat)
+    parent = np.arange(flat.size)
+    heads, tails = [], []
+    for offset in (1, stride - 1, stride, stride + 1):  # right, down-left, down, down-right
+        linked = nodes[flat[nodes + offset]]
+        heads.append(linked)
+        tails.append(linked + offset)
+    head, tail = np.concatenate(heads), np.concatenate(tails)
+    while head.size:
+        root_head, root_tail = parent[head], parent[tail]
+        apart = root_head != root_tail
+        if not apart.any():
+            break
+        high = np.maximum(root_head[apart], root_tail[apart])
+        low = np.minimum(root_head[apart], root_tail[apart])
+        np.minimum.at(parent, high, low)
+        while True:  # pointer jumping: every node points at its root
+            jumped = parent[parent[nodes]]
+            if np.array_equal(jumped, parent[nodes]):
+                break
+            parent[nodes] = jumped
+    roots = parent[nodes]
+    unique_roots, label_of_node = np.unique(roots, return_inverse=True)
+    labels = np.zeros(flat.size, dtype=np.int64)
+    labels[nodes] = label_of_node + 1
+    labels = labels.reshape(rows + 2, cols + 2)[1:-1, 1:-1]
+    return labels, int(unique_roots.size)
+
+
+def _digit_components(
+    labels: NDArray[np.int64], count: int, mass: FloatArray
+) -> NDArray[np.bool_]:
+    """Which labels (index 0..count, 0 never) form the digit; see :func:`_crop_to_ink`."""
+    rows, cols = labels.shape
+    flat_labels = labels.ravel()
+    weights = np.bincount(flat_labels, weights=mass.ravel(), minlength=count + 1)
+    weights[0] = 0.0
+    row_of, col_of = np.divmod(np.arange(flat_labels.size), cols)
+    inked = flat_labels > 0
+    top = np.full(count + 1, rows)
+    left = np.full(count + 1, cols)
+    bottom = np.full(count + 1, -1)
+    right = np.full(count + 1, -1)
+    np.minimum.at(top, flat_labels[inked], row_of[inked])
+    np.minimum.at(left, flat_labels[inked], col_of[inked])
+    np.maximum.at(bottom, flat_labels[inked], row_of[inked])
+    np.maximum.at(right, flat_labels[inked], col_of[inked])
+
+    candidate = weights >= _SPECK_FRACTION * weights.max()
+    candidate[0] = False
+    edge = np.zeros(count + 1, dtype=bool)
+    for side, length in ((labels[0], cols), (labels[-1], cols), (labels[:, 0], rows)):
+        edge |= np.bincount(side, minlength=count + 1) >= _EDGE_CONTACT * length
+    edge |= np.bincount(labels[:, -1], minlength=count + 1) >= _EDGE_CONTACT * rows
+    if (candidate & ~edge).any():
+        candidate &= ~edge
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[int(np.argmax(np.where(candidate, weights, -1.0)))] = True
+    while True:  # grow the digit by the candidates close to it (broken strokes, dots)
+        box_top, box_bottom = top[keep].min(), bottom[keep].max()
+        box_left, box_right = left[keep].min(), right[keep].max()
+        margin = _JOIN_MARGIN * max(box_bottom - box_top + 1, box_right - box_left + 1)
+        near = (
+            candidate
+            & ~keep
+            & (top <= box_bottom + margin)
+            & (bottom >= box_top - margin)
+            & (left <= box_right + margin)
+            & (right >= box_left - margin)
+        )
+        if not near.any():
+            return keep
+        keep |= near
+
+
+def _fit_20px(digit: FloatArray) -> FloatArray:
+    """Scale the cropped ink so its longer side is 20 px, aspect kept, anti-aliased.
+
+    Returns float32 ``(h, w)`` with ``max(h, w) == 20``, its strongest pixel at 1.0.
+    """
+    height, width = digit.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit, mode="F").resize(size, Image.Resampling.LANCZOS)
+    small = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    peak = float(small.max())
+    if peak <= 0.0:
+        raise _no_digit()
+    return small * np.float32(1.0 / peak)
+
+
+def _centre_by_mass(digit: FloatArray) -> FloatArray:
+    """Place a (h, w) digit in a 28x28 field with its centre of mass at pixel (14, 14).
+
+    The shift is rounded to whole pixels, as MNIST's was (so the centre of mass lands within
+    half a pixel of the centre), and clamped so that no ink falls off the field.
+    """
+    height, width = digit.shape
+    total = float(digit.sum())
+    centre_row = float(digit.sum(axis=1) @ np.arange(height)) / total
+    centre_col = float(digit.sum(axis=0) @ np.arange(width)) / total
+    top = min(max(round(MNIST_CENTRE - centre_row), 0), MNIST_SIDE - height)
+    left = min(max(round(MNIST_CENTRE - centre_col), 0), MNIST_SIDE - width)
+    field = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    field[top : top + height, left : left + width] = digit
+    return field

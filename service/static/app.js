@@ -1,0 +1,435 @@
+// digits: the draw-a-digit page. Plain JavaScript, no build step, no third-party code.
+// It speaks to the service's own API on the same origin, with relative URLs so that the page
+// also works behind a proxy that serves it under a path prefix.
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "digits.apiKey";
+  const ALL_MODELS = "all";
+  // Wait this long after a stroke ends before asking: a digit is often two strokes (4, 7, x).
+  const PREDICT_DELAY_MS = 350;
+
+  const byId = (id) => document.getElementById(id);
+  const canvas = byId("canvas");
+  const ctx = canvas.getContext("2d");
+  const pad = byId("pad");
+  const modelSelect = byId("model");
+  const fileInput = byId("file");
+  const statusLine = byId("status");
+  const answer = byId("answer");
+  const digitOut = byId("digit");
+  const confidenceOut = byId("confidence");
+  const verdict = byId("verdict");
+  const answeredBy = byId("answered-by");
+  const seen = byId("seen");
+  const barsTitle = byId("bars-title");
+  const bars = byId("bars");
+  const ensemble = byId("ensemble");
+  const ensembleRows = byId("ensemble-rows");
+  const keyForm = byId("key-form");
+  const keyInput = byId("api-key");
+
+  // Stroke width relative to the pad, close to MNIST's pen once the digit is scaled to 20 px.
+  const INK = "#111111";
+  const LINE_WIDTH = canvas.width / 14;
+
+  let drawing = false;
+  let lastPoint = null;
+  let hasInk = false;
+  let showingFile = false;
+  let predictTimer = 0;
+  let inFlight = null; // AbortController of the request whose answer we still want
+  let lastInput = null; // "canvas", or {blob, type} of the last file
+
+  // ---- the API ---------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  function storedKey() {
+    return sessionStorage.getItem(KEY_STORAGE) || "";
+  }
+
+  async function call(path, init = {}) {
+    const headers = { ...(init.headers || {}) };
+    const key = storedKey();
+    if (key) headers["X-API-Key"] = key;
+    const response = await fetch(path, { ...init, headers });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    if (!response.ok) {
+      const error = body && body.error;
+      throw new ApiError(
+        response.status,
+        error ? error.code : "http_error",
+        error ? error.message : `The service answered HTTP ${response.status}.`,
+      );
+    }
+    return body;
+  }
+
+  function showError(err) {
+    if (err instanceof ApiError) {
+      if (err.status === 401) {
+        keyForm.hidden = false;
+        setStatus(
+          storedKey()
+            ? "That API key was not accepted. Check it and try again."
+            : "This service needs an API key: enter it below.",
+          true,
+        );
+        keyInput.focus();
+        return;
+      }
+      setStatus(err.message, true);
+    } else {
+      setStatus("Cannot reach the service. Is it running?", true);
+    }
+  }
+
+  function setStatus(text, isError = false) {
+    statusLine.textContent = text;
+    statusLine.classList.toggle("error", isError);
+  }
+
+  const percent = (p, digits = 1) => `${(100 * p).toFixed(digits)}%`;
+
+  // ---- models ----------------------------------------------------------------------------
+
+  function modelLabel(model) {
+    let label = `${model.name} v${model.version}`;
+    if (model.metrics) label += ` · ${percent(model.metrics.test_accuracy, 2)} on test`;
+    if (model.default && model.newest) label += " (default)";
+    return label;
+  }
+
+  async function loadModels() {
+    modelSelect.disabled = true;
+    let listing;
+    try {
+      listing = await call("models");
+    } catch (err) {
+      modelSelect.replaceChildren(new Option("Models unavailable", ""));
+      showError(err);
+      return;
+    }
+    const ready = listing.models.filter((m) => m.status === "ready");
+    const options = ready.map((m) => {
+      const option = new Option(modelLabel(m), `${m.name}/${m.version}`);
+      option.selected = m.default && m.newest;
+      return option;
+    });
+    if (new Set(ready.map((m) => m.name)).size > 1) {
+      options.push(new Option("All models (compare)", ALL_MODELS));
+    }
+    modelSelect.replaceChildren(...options);
+    modelSelect.disabled = ready.length === 0;
+    setStatus(ready.length ? "Draw a digit to start." : "No model is serving yet.", !ready.length);
+  }
+
+  function modelParams() {
+    const params = new URLSearchParams({ explain: "true" });
+    const choice = modelSelect.value;
+    if (choice === ALL_MODELS) {
+      params.set("model", ALL_MODELS);
+    } else if (choice) {
+      const [name, version] = choice.split("/");
+      params.set("model", name);
+      params.set("version", version);
+    }
+    return params;
+  }
+
+  // ---- asking ----------------------------------------------------------------------------
+
+  async function predict(blob, type) {
+    if (inFlight) inFlight.abort();
+    const controller = new AbortController();
+    inFlight = controller;
+    const params = modelParams();
+    setStatus("Reading…");
+    try {
+      const body = await call(`predict?${params}`, {
+        method: "POST",
+        body: blob,
+        headers: { "Content-Type": type || "application/octet-stream" },
+        signal: controller.signal,
+      });
+      if (inFlight !== controller) return;
+      if (params.get("model") === ALL_MODELS) showEnsemble(body);
+      else showPrediction(body);
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      showError(err);
+    } finally {
+      if (inFlight === controller) inFlight = null;
+    }
+  }
+
+  function predictCanvas() {
+    if (!hasInk) return;
+    lastInput = "canvas";
+    // Black ink on white, as a PNG: the service inverts, crops and centres it like MNIST.
+    canvas.toBlob((blob) => blob && predict(blob, "image/png"), "image/png");
+  }
+
+  function predictAgain() {
+    if (lastInput === "canvas") predictCanvas();
+    else if (lastInput) predict(lastInput.blob, lastInput.type);
+  }
+
+  // ---- showing the answer ----------------------------------------------------------------
+
+  function buildBars() {
+    const rows = [];
+    for (let digit = 0; digit < 10; digit++) {
+      const row = document.createElement("li");
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = String(digit);
+      const track = document.createElement("span");
+      track.className = "track";
+      track.setAttribute("aria-hidden", "true");
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      track.append(fill);
+      const pct = document.createElement("span");
+      pct.className = "pct";
+      pct.textContent = "–";
+      row.append(label, track, pct);
+      rows.push(row);
+    }
+    bars.replaceChildren(...rows);
+  }
+
+  function showBars(probabilities, top, title) {
+    barsTitle.textContent = title;
+    probabilities.forEach((p, digit) => {
+      const row = bars.children[digit];
+      row.classList.toggle("best", digit === top);
+      row.querySelector(".fill").style.width = percent(p, 2);
+      row.querySelector(".pct").textContent = percent(p);
+    });
+  }
+
+  function showSeen(image) {
+    if (image) seen.src = `data:image/png;base64,${image}`;
+    seen.parentElement.hidden = !image;
+  }
+
+  function showPrediction(p) {
+    digitOut.textContent = String(p.digit);
+    confidenceOut.textContent = percent(p.confidence);
+    verdict.textContent = p.uncertain ? "Uncertain: check by eye" : "Sure";
+    verdict.classList.toggle("uncertain", p.uncertain);
+    answeredBy.textContent = `${p.model.name} v${p.model.version}`;
+    showSeen(p.image);
+    showBars(p.probabilities, p.digit, "Probabilities");
+    ensemble.hidden = true;
+    answer.hidden = false;
+    const ms = p.timing_ms.total.toFixed(1);
+    setStatus(`Answered in ${ms} ms (batch of ${p.batch_size}).`);
+  }
+
+  function showEnsemble(e) {
+    const predictions = e.predictions;
+    const n = predictions.length;
+    const mean = Array.from({ length: 10 }, (_, digit) =>
+      predictions.reduce((sum, p) => sum + p.probabilities[digit], 0) / n,
+    );
+    digitOut.textContent = String(e.digit);
+    confidenceOut.textContent = percent(mean[e.digit]);
+    const doubtful = !e.agree || predictions.some((p) => p.uncertain);
+    verdict.textContent = e.agree ? `All ${n} models agree` : "The models disagree";
+    verdict.classList.toggle("uncertain", doubtful);
+    answeredBy.textContent = predictions.map((p) => p.model.name).join(", ");
+    showSeen(predictions[0] && predictions[0].image);
+    showBars(mean, e.digit, `Mean probabilities over ${n} models`);
+    ensembleRows.replaceChildren(
+      ...predictions.map((p) => {
+        const row = document.createElement("tr");
+        for (const text of [
+          `${p.model.name} v${p.model.version}`,
+          String(p.digit),
+          percent(p.confidence) + (p.uncertain ? " (uncertain)" : ""),
+        ]) {
+          const cell = document.createElement("td");
+          cell.textContent = text;
+          row.append(cell);
+        }
+        return row;
+      }),
+    );
+    ensemble.hidden = false;
+    answer.hidden = false;
+    setStatus(`Answered by ${n} models.`);
+  }
+
+  // ---- drawing ---------------------------------------------------------------------------
+
+  function resetPad() {
+    ctx.fillStyle = "#ffffff";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.strokeStyle = INK;
+    ctx.fillStyle = INK;
+    ctx.lineWidth = LINE_WIDTH;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    hasInk = false;
+    showingFile = false;
+    pad.classList.remove("inked");
+  }
+
+  function padPoint(event) {
+    const box = canvas.getBoundingClientRect();
+    return [
+      ((event.clientX - box.left) * canvas.width) / box.width,
+      ((event.clientY - box.top) * canvas.height) / box.height,
+    ];
+  }
+
+  function dot([x, y]) {
+    ctx.beginPath();
+    ctx.arc(x, y, LINE_WIDTH / 2, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+
+  function segment([x0, y0], [x1, y1]) {
+    ctx.beginPath();
+    ctx.moveTo(x0, y0);
+    ctx.lineTo(x1, y1);
+    ctx.stroke();
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    if (event.pointerType === "mouse" && event.button !== 0) return;
+    event.preventDefault();
+    clearTimeout(predictTimer);
+    if (showingFile) resetPad();
+    canvas.setPointerCapture(event.pointerId);
+    drawing = true;
+    lastPoint = padPoint(event);
+    dot(lastPoint);
+    hasInk = true;
+    pad.classList.add("inked");
+  });
+
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    const coalesced = event.getCoalescedEvents ? event.getCoalescedEvents() : [];
+    for (const e of coalesced.length ? coalesced : [event]) {
+      const point = padPoint(e);
+      segment(lastPoint, point);
+      lastPoint = point;
+    }
+  });
+
+  function endStroke() {
+    if (!drawing) return;
+    drawing = false;
+    clearTimeout(predictTimer);
+    predictTimer = setTimeout(predictCanvas, PREDICT_DELAY_MS);
+  }
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+
+  function clearAll() {
+    clearTimeout(predictTimer);
+    if (inFlight) inFlight.abort();
+    inFlight = null;
+    lastInput = null;
+    resetPad();
+    answer.hidden = true;
+    ensemble.hidden = true;
+    buildBars();
+    barsTitle.textContent = "Probabilities";
+    setStatus("Draw a digit to start.");
+  }
+
+  // ---- files: choose, drop or paste -------------------------------------------------------
+
+  async function showFileOnPad(file) {
+    resetPad();
+    try {
+      const bitmap = await createImageBitmap(file);
+      const margin = canvas.width * 0.06;
+      const room = canvas.width - 2 * margin;
+      const scale = Math.min(room / bitmap.width, room / bitmap.height);
+      const w = bitmap.width * scale;
+      const h = bitmap.height * scale;
+      ctx.drawImage(bitmap, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+      bitmap.close();
+      showingFile = true;
+      pad.classList.add("inked");
+    } catch {
+      // The browser cannot show this format; the service may still read it.
+    }
+  }
+
+  async function useFile(file) {
+    if (!file) return;
+    clearTimeout(predictTimer);
+    lastInput = { blob: file, type: file.type || "application/octet-stream" };
+    await showFileOnPad(file);
+    predict(lastInput.blob, lastInput.type);
+  }
+
+  const carriesFiles = (event) =>
+    event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files");
+
+  document.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    pad.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (event.relatedTarget === null) pad.classList.remove("dragging");
+  });
+  document.addEventListener("drop", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    pad.classList.remove("dragging");
+    useFile(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const items = event.clipboardData ? Array.from(event.clipboardData.items) : [];
+    const image = items.find((i) => i.kind === "file" && i.type.startsWith("image/"));
+    if (image) useFile(image.getAsFile());
+  });
+
+  byId("choose").addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    useFile(fileInput.files[0]);
+    fileInput.value = ""; // choosing the same file again still fires "change"
+  });
+  byId("clear").addEventListener("click", clearAll);
+  modelSelect.addEventListener("change", predictAgain);
+
+  keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = keyInput.value.trim();
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    loadModels().then(predictAgain);
+  });
+
+  // ---- start -----------------------------------------------------------------------------
+
+  resetPad();
+  buildBars();
+  if (storedKey()) {
+    keyInput.value = storedKey();
+    keyForm.hidden = false;
+  }
+  loadModels();
+})();

@@ -1,0 +1,105 @@
+"""Packages are verified before they serve: digests, cards, folders, TorchScript, self-test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from service.repository import (
+    PackageError,
+    find_packages,
+    load_module,
+    read_verified_card,
+    resolve_device,
+    self_test,
+)
+from tests.service.conftest import write_package
+
+
+def test_finds_packages_in_name_version_folders(model_dir: Path) -> None:
+    write_package(model_dir, "b", "2")
+    write_package(model_dir, "a", "1")
+    (model_dir / "not-a-package").mkdir()
+    assert [(p.parent.name, p.name) for p in find_packages(model_dir)] == [("a", "1"), ("b", "2")]
+
+
+def test_a_good_package_verifies_and_loads(model_dir: Path) -> None:
+    package = write_package(model_dir, "good")
+    card = read_verified_card(package)
+    module = load_module(package, card, torch.device("cpu"))
+    assert module(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_digest_mismatch_is_refused(model_dir: Path) -> None:
+    package = write_package(model_dir, "tampered")
+    with (package / "model.pt").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(PackageError, match="sha256"):
+        read_verified_card(package)
+
+
+def test_missing_model_file_is_refused(model_dir: Path) -> None:
+    package = write_package(model_dir, "empty")
+    (package / "model.pt").unlink()
+    with pytest.raises(PackageError, match="missing"):
+        read_verified_card(package)
+
+
+@pytest.mark.parametrize(
+    ("remove", "update", "complaint"),
+    [
+        (["files"], {}, "files"),
+        ([], {"labels": ["0", "1"]}, "labels"),
+        ([], {"unknown_field": 1}, "unknown_field"),
+        ([], {"version": "v1"}, "version"),
+    ],
+)
+def test_invalid_cards_are_refused_with_the_field(
+    model_dir: Path, remove: list[str], update: dict[str, object], complaint: str
+) -> None:
+    package = write_package(model_dir, "bad")
+    card = json.loads((package / "metadata.json").read_text())
+    for key in remove:
+        del card[key]
+    card.update(update)
+    (package / "metadata.json").write_text(json.dumps(card))
+    with pytest.raises(PackageError, match=complaint):
+        read_verified_card(package)
+
+
+def test_card_in_the_wrong_folder_is_refused(model_dir: Path) -> None:
+    package = write_package(model_dir, "right")
+    (model_dir / "wrong").mkdir()
+    moved = package.rename(model_dir / "wrong" / "1")
+    with pytest.raises(PackageError, match="sits in wrong/1"):
+        read_verified_card(moved)
+
+
+def test_not_torchscript_is_refused(model_dir: Path) -> None:
+    package = write_package(model_dir, "pickle")
+    card = read_verified_card(package)
+    (package / "model.pt").write_bytes(b"PK\x03\x04 not a real archive")
+    with pytest.raises(PackageError, match="does not load"):
+        load_module(package, card, torch.device("cpu"))
+
+
+def test_self_test_names_the_digits_it_got_wrong(model_dir: Path) -> None:
+    package = write_package(model_dir, "untrained")
+    module = load_module(package, read_verified_card(package), torch.device("cpu"))
+    image = torch.zeros(28, 28).numpy()
+    predicted = int(module(torch.zeros(1, 1, 28, 28)).argmax())
+    self_test(module, torch.device("cpu"), [("right.png", image, predicted)])
+    with pytest.raises(PackageError, match=r"wrong\.png read as"):
+        self_test(module, torch.device("cpu"), [("wrong.png", image, (predicted + 1) % 10)])
+
+
+def test_device_choice() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="DIGITS_DEVICE=cuda"):
+            resolve_device("cuda")

@@ -1,0 +1,153 @@
+"""Command line: ``python -m training train --arch NAME ...`` and ``python -m training train-all``.
+
+Each architecture's hyper-parameters are defaults in ``training.architectures``; the flags only
+override them. The command line is recorded in each package's card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from training.architectures import ARCHITECTURES, get_architecture
+from training.pipeline import PackageSummary, RunOptions, recipe_for, train_and_export
+
+logger = logging.getLogger("training")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder with the four MNIST IDX .gz files (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPO_ROOT / ".cache" / "mnist",
+        help="writable folder for the uncompressed files (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "models",
+        help="model folder; packages go to OUT/NAME/VERSION (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=REPO_ROOT / "runs",
+        help="checkpoints and logs, one folder per run (default: %(default)s)",
+    )
+    parser.add_argument("--version", default="1", help="package version (default: %(default)s)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device, e.g. cpu or cuda:0 (default: CUDA when present)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's last checkpoint"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training`` argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train, calibrate and export one architecture")
+    train.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    train.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    train.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
+    train.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    train.add_argument("--seed", type=int, help="override the recipe's seed")
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="a few batches of one epoch; still exports a package that loads",
+    )
+    _add_common(train)
+
+    train_all = commands.add_parser("train-all", help="train and export every architecture")
+    train_all.add_argument(
+        "--arch",
+        nargs="+",
+        choices=sorted(ARCHITECTURES),
+        default=list(ARCHITECTURES),
+        help="a subset (default: all)",
+    )
+    _add_common(train_all)
+    return parser
+
+
+def _options(args: argparse.Namespace, command: str, dry_run: bool) -> RunOptions:
+    return RunOptions(
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        out_dir=args.out,
+        runs_dir=args.runs_dir,
+        version=args.version,
+        device=args.device,
+        resume=args.resume,
+        dry_run=dry_run,
+        command=command,
+    )
+
+
+def _write_result(summary: PackageSummary) -> None:
+    """The command's actual output: one line per package on stdout."""
+    card = summary.card
+    verdict = "meets" if summary.meets_target else "MISSES"
+    sys.stdout.write(
+        f"{summary.package_dir}: test accuracy {card.metrics.test_accuracy:.4f} "
+        f"({verdict} target {summary.target_accuracy:.4f}), parameters {card.parameters}, "
+        f"ECE {card.calibration.ece_before:.4f} -> {card.calibration.ece_after:.4f}\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python -m training " + shlex.join(arguments)
+
+    if args.command == "train":
+        architecture = get_architecture(args.arch)
+        recipe = recipe_for(
+            architecture,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            dry_run=args.dry_run,
+        )
+        _write_result(train_and_export(architecture, recipe, _options(args, command, args.dry_run)))
+        return 0
+
+    options = _options(args, command, dry_run=False)
+    for name in args.arch:
+        architecture = get_architecture(name)
+        _write_result(train_and_export(architecture, architecture.recipe, options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

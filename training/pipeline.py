@@ -1,0 +1,286 @@
+"""One model's way from data to package: fit, calibrate, export, re-measure from the file, report.
+
+Every figure in the card and every picture is computed from the exported TorchScript file's
+outputs, not from the eager network, so the card describes exactly what the service will load.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from service.modelcard import (
+    Calibration,
+    DatasetInfo,
+    Metrics,
+    ModelCard,
+    TrainingSettings,
+)
+from training.architectures import Architecture, TrainingRecipe, count_parameters
+from training.calibration import (
+    ECE_BINS,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
+from training.data import MnistSplits, load_mnist, to_float
+from training.export import INPUT_SPEC, OUTPUT_SPEC, export_model_files, write_card
+from training.report import (
+    CONFUSION_FILENAME,
+    HISTORY_FILENAME,
+    MISTAKES_FILENAME,
+    plot_confusion_matrix,
+    plot_history,
+    plot_worst_mistakes,
+)
+from training.train import FitResult, fit, predict_logits, select_device
+
+logger = logging.getLogger(__name__)
+
+LABELS = [str(digit) for digit in range(10)]
+#: Training batches per epoch in a dry run: enough to exercise every step, fast enough for CI.
+DRY_RUN_BATCHES = 5
+CHECK_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a ``train`` run needs besides the architecture's own recipe."""
+
+    data_dir: Path
+    cache_dir: Path
+    out_dir: Path
+    runs_dir: Path
+    version: str = "1"
+    device: str | None = None
+    resume: bool = False
+    dry_run: bool = False
+    command: str = "python -m training"
+
+
+@dataclass(frozen=True)
+class PackageSummary:
+    """What a run produced, for the CLI's output and the results table."""
+
+    package_dir: Path
+    card: ModelCard
+    target_accuracy: float
+    source_accuracy: float
+    test_ece: float
+
+    @property
+    def meets_target(self) -> bool:
+        return self.card.metrics.test_accuracy >= self.target_accuracy
+
+
+def _device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def _optimizer_description(recipe: TrainingRecipe) -> str:
+    names = {"sgd": "SGD (Nesterov momentum 0.9)", "adam": "Adam", "adamw": "AdamW"}
+    loss = "cross-entropy"
+    if recipe.label_smoothing:
+        loss += f" with label smoothing {recipe.label_smoothing:g}"
+    return f"{names[recipe.optimizer]}; loss {loss}; keeps the best-on-validation epoch"
+
+
+def _stage_dir(package_dir: Path) -> Path:
+    """An empty sibling folder to build the package in, so a failed run leaves no half package."""
+    staging = package_dir.with_name(f".{package_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, package_dir: Path) -> None:
+    if package_dir.exists():
+        logger.warning("replacing the existing package %s", package_dir)
+        shutil.rmtree(package_dir)
+    staging.replace(package_dir)
+
+
+def train_and_export(
+    architecture: Architecture, recipe: TrainingRecipe, options: RunOptions
+) -> PackageSummary:
+    """Train ``architecture`` with ``recipe`` and write its package
+    ``<out_dir>/<name>/<version>/``; returns the card and the figures for the results table."""
+    splits = load_mnist(options.data_dir, options.cache_dir)
+    device = select_device(options.device)
+    torch.manual_seed(recipe.seed)  # the network's initial weights
+    network = architecture.build()
+    suffix = "-dry-run" if options.dry_run else ""
+    logger.info(
+        "training %s (%d parameters) on %s: %s",
+        architecture.name,
+        count_parameters(network),
+        _device_description(device),
+        recipe,
+    )
+    fitted = fit(
+        network,
+        splits.train,
+        splits.validation,
+        recipe,
+        device=device,
+        run_dir=options.runs_dir / f"{architecture.name}{suffix}",
+        resume=options.resume,
+        max_batches=DRY_RUN_BATCHES if options.dry_run else None,
+    )
+
+    # Temperature on the validation split, from the eager network's logits.
+    validation_logits = predict_logits(network.eval(), splits.validation, device=device)
+    temperature = fit_temperature(validation_logits, splits.validation.labels)
+    ece_before = expected_calibration_error(validation_logits, splits.validation.labels)
+
+    package_dir = options.out_dir / architecture.name / options.version
+    staging = _stage_dir(package_dir)
+    check_batch = to_float(splits.validation.images[:CHECK_BATCH_SIZE])  # (64, 1, 28, 28)
+    exported = export_model_files(network, temperature, staging, check_batch)
+
+    # From here on, every figure comes from the exported file.
+    scripted = exported.torchscript
+    cpu = torch.device("cpu")
+    validation_out = predict_logits(scripted, splits.validation, device=cpu, normalised_input=False)
+    test_out = predict_logits(scripted, splits.test, device=cpu, normalised_input=False)
+    metrics = Metrics(
+        test_accuracy=_accuracy(test_out, splits.test.labels),
+        test_samples=len(splits.test),
+        validation_accuracy=_accuracy(validation_out, splits.validation.labels),
+        validation_samples=len(splits.validation),
+        test_nll=negative_log_likelihood(test_out, splits.test.labels),
+    )
+    calibration = Calibration(
+        temperature=temperature,
+        ece_before=ece_before,
+        ece_after=expected_calibration_error(validation_out, splits.validation.labels),
+        bins=ECE_BINS,
+    )
+    _write_reports(architecture.name, fitted, splits, test_out, staging)
+
+    card = ModelCard(
+        name=architecture.name,
+        version=options.version,
+        architecture=architecture.name,
+        description=_description(architecture, recipe, options),
+        parameters=count_parameters(network),
+        input=INPUT_SPEC,
+        output=OUTPUT_SPEC,
+        labels=LABELS,
+        metrics=metrics,
+        calibration=calibration,
+        training=TrainingSettings(
+            epochs=recipe.epochs,
+            optimizer=_optimizer_description(recipe),
+            lr=recipe.lr,
+            weight_decay=recipe.weight_decay,
+            batch_size=recipe.batch_size,
+            schedule=recipe.describe_schedule(),
+            augmentation=recipe.augmentation.describe() if recipe.augmentation else None,
+            seed=recipe.seed,
+            device=_device_description(device),
+            duration_s=round(fitted.duration_s, 1),
+        ),
+        dataset=DatasetInfo(
+            train_samples=len(splits.train),
+            validation_samples=len(splits.validation),
+            test_samples=len(splits.test),
+            split_seed=splits.split_seed,
+            sha256=splits.sha256,
+        ),
+        files=exported.describe(),
+        torch_version=torch.__version__,
+        created_at=datetime.now(UTC),
+        command=options.command,
+    )
+    write_card(card, staging)
+    _publish(staging, package_dir)
+    summary = PackageSummary(
+        package_dir=package_dir,
+        card=card,
+        target_accuracy=architecture.target_accuracy,
+        source_accuracy=architecture.source_accuracy,
+        test_ece=expected_calibration_error(test_out, splits.test.labels),
+    )
+    _log_outcome(summary, options.dry_run)
+    return summary
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(dim=1) == labels).double().mean())
+
+
+def _description(architecture: Architecture, recipe: TrainingRecipe, options: RunOptions) -> str:
+    text = (
+        f"{architecture.description} Source: {architecture.source} "
+        f"(reports {architecture.source_accuracy:.2%} on the MNIST test set). "
+        f"Target: {architecture.target_accuracy:.2%}."
+    )
+    if options.dry_run:
+        text = f"DRY RUN ({DRY_RUN_BATCHES} batches of one epoch): not a usable model. " + text
+    return text
+
+
+def _write_reports(
+    name: str, fitted: FitResult, splits: MnistSplits, test_out: torch.Tensor, folder: Path
+) -> None:
+    """The three PNGs; the test-set ones from the exported file's outputs ``test_out``."""
+    plot_history(fitted.history, folder / HISTORY_FILENAME, f"{name}: learning curves")
+    predicted = test_out.argmax(dim=1)
+    plot_confusion_matrix(
+        splits.test.labels, predicted, folder / CONFUSION_FILENAME, f"{name}: MNIST test"
+    )
+    plot_worst_mistakes(
+        splits.test.images,
+        splits.test.labels,
+        test_out.softmax(dim=1),
+        folder / MISTAKES_FILENAME,
+        f"{name}: most confident test errors",
+    )
+
+
+def _log_outcome(summary: PackageSummary, dry_run: bool) -> None:
+    card = summary.card
+    logger.info(
+        "%s: test accuracy %.4f (target %.4f), ECE %.4f -> %.4f at T=%.3f; package %s",
+        card.name,
+        card.metrics.test_accuracy,
+        summary.target_accuracy,
+        card.calibration.ece_before,
+        card.calibration.ece_after,
+        card.calibration.temperature,
+        summary.package_dir,
+    )
+    if not summary.meets_target and not dry_run:
+        logger.warning("%s misses its target accuracy %.4f", card.name, summary.target_accuracy)
+
+
+def recipe_for(
+    architecture: Architecture,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    dry_run: bool = False,
+) -> TrainingRecipe:
+    """The architecture's recipe with the given overrides (a dry run trains one epoch)."""
+    recipe = architecture.recipe
+    if epochs is not None:
+        recipe = replace(recipe, epochs=epochs)
+    if lr is not None:
+        recipe = replace(recipe, lr=lr)
+    if batch_size is not None:
+        recipe = replace(recipe, batch_size=batch_size)
+    if seed is not None:
+        recipe = replace(recipe, seed=seed)
+    if dry_run:
+        recipe = replace(recipe, epochs=1)
+    return recipe
