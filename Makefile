@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= ../shared/data/mnist
 MODEL_DIR ?= models
 
-.PHONY: serve test lint train train-dry-run fmt openapi clean
+.PHONY: serve test lint train train-dry-run fmt openapi system-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,dev,bench]'
 	touch $(STAMP)
 
 serve: $(STAMP)
@@ -38,6 +38,16 @@ train-dry-run: $(STAMP)
 
 openapi: $(STAMP)
 	$(PY) -m service openapi > openapi.json
+
+# Debian packages some tests drive for real: Chromium (the page, end to end) and nginx (the
+# scaled-out compose variant's config). Tests that need them skip, saying why, when absent.
+SYSTEM_DEPS := chromium nginx
+system-deps:
+	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

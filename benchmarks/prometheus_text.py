@@ -10,10 +10,12 @@ def sample_sum(exposition: str, name: str) -> float:
     """
     total = 0.0
     for line in exposition.splitlines():
-        if line.startswith("#"):
+        if not line.startswith(name):
             continue
-        metric, _, rest = line.partition(" ")
-        if metric.partition("{")[0] == name and rest:
+        rest = line[len(name) :]
+        if rest.startswith("{"):  # label values may hold spaces: skip to the closing brace
+            rest = rest[rest.rindex("}") + 1 :]
+        if rest.startswith(" "):
             total += float(rest.split()[0])
     return total
 
@@ -25,7 +27,9 @@ def mean_batch_size(before: str, after: str) -> float | None:
     )
     if batches <= 0:
         return None
-    images = sample_sum(after, "digits_batch_size_sum") - sample_sum(before, "digits_batch_size_sum")
+    images = sample_sum(after, "digits_batch_size_sum") - sample_sum(
+        before, "digits_batch_size_sum"
+    )
     return images / batches
 
 

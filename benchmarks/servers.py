@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,10 +74,8 @@ class RunningServer:
         index = 0
         while index < len(pids):
             children = Path(f"/proc/{pids[index]}/task/{pids[index]}/children")
-            try:
+            with suppress(OSError):  # the process has just exited
                 pids += [int(p) for p in children.read_text().split()]
-            except OSError:
-                pass
             index += 1
         return pids
 

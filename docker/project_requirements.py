@@ -32,12 +32,16 @@ def project_requirements(pyproject: Path, extras: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Print the dependencies declared in pyproject.toml, one a line."
+    )
     parser.add_argument("pyproject", type=Path)
     parser.add_argument("--extra", action="append", default=[], help="optional group to add")
     args = parser.parse_args(argv)
     # This is the program's output (a requirements file on stdout), not logging.
-    sys.stdout.write("".join(f"{line}\n" for line in project_requirements(args.pyproject, args.extra)))
+    sys.stdout.write(
+        "".join(f"{line}\n" for line in project_requirements(args.pyproject, args.extra))
+    )
     return 0
 
 

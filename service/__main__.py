@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 import uvicorn
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log_config = configure_logging(settings.log_level, settings.log_format)
     settings.check_model_dir()
+    # uvicorn drains on SIGTERM, then re-raises the signal for the previous handler. A drained
+    # shutdown is a clean one (exit 0, as orchestrators expect), so that handler does nothing.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--url",
         default=os.environ.get("DIGITS_URL", DEFAULT_URL),
-        help="the service's address (default: $DIGITS_URL, else %(default)s)",
+        help=f"the service's address (default: $DIGITS_URL, else {DEFAULT_URL})",
     )
     service.add_argument(
         "--api-key",
@@ -248,12 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help=f"model name (default: the service's default), or '{ALL_MODELS}'"
     )
     predict.add_argument("--version", help="model version (default: the newest)")
-    commands.add_parser(
+    predict.set_defaults(command_parser=predict)
+    models = commands.add_parser(
         "models",
         parents=[service],
         help="list the models the service has",
         description="List every model package the service found, served or failed.",
     )
+    models.set_defaults(command_parser=models)
     return parser
 
 
@@ -279,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"--version cannot be combined with --model {ALL_MODELS}")
             files = image_files(args.images)
     except UsageError as exc:
-        parser.error(str(exc))  # exits with EXIT_USAGE
+        command_parser: argparse.ArgumentParser = args.command_parser
+        command_parser.error(str(exc))  # exits with EXIT_USAGE
     try:
         with DigitsClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
             if args.command == "predict":

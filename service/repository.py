@@ -75,6 +75,7 @@ class FailedPackage:
     version: str
     path: Path
     error: str
+    fingerprint: Fingerprint | None = None
 
 
 @dataclass
@@ -223,7 +224,7 @@ class ModelRepository:
         """The model to answer with; 404 with the names that exist when there is none."""
         name = name or self._settings.default_model
         if version is None:
-            version = self.newest_version(name)
+            version = self.newest_version(name) or self._newest_failed_version(name)
         served = self._models.get((name, version)) if version is not None else None
         if served is not None:
             return served
@@ -237,6 +238,10 @@ class ModelRepository:
         known = sorted({f"{n}/{v}" for n, v in self._models})
         wanted = f"{name}/{version}" if version else name
         raise NotFound(f"no model {wanted}; serving: {', '.join(known) or 'none'}")
+
+    def _newest_failed_version(self, name: str) -> str | None:
+        versions = [v for (n, v) in self._failed if n == name]
+        return max(versions, key=version_key) if versions else None
 
     def default_ready(self) -> bool:
         return self.newest_version(self._settings.default_model) is not None
@@ -255,13 +260,17 @@ class ModelRepository:
         packages = {(p.parent.name, p.name): p for p in find_packages(self._settings.model_dir)}
         for key, path in packages.items():
             current = self._models.get(key)
-            if current is not None and _unchanged(current, path):
+            if current is not None and _unchanged(path, current.fingerprint):
                 report.unchanged.append(key)
+                continue
+            known_failure = self._failed.get(key)
+            if known_failure is not None and _unchanged(path, known_failure.fingerprint):
+                report.failed.append(known_failure)  # same files, same verdict: not retried
                 continue
             try:
                 served = await asyncio.to_thread(self._load, path)
             except PackageError as exc:
-                failure = FailedPackage(key[0], key[1], path, str(exc))
+                failure = FailedPackage(key[0], key[1], path, str(exc), _fingerprint(path))
                 logger.error(
                     "model package failed",
                     extra={"model": f"{key[0]}/{key[1]}", "path": str(path), "reason": str(exc)},
@@ -334,11 +343,22 @@ class ModelRepository:
             )
 
 
-def _unchanged(current: ServedModel, path: Path) -> bool:
+def _fingerprint(path: Path) -> Fingerprint | None:
     try:
-        return Fingerprint.of(path, current.card) == current.fingerprint
+        return Fingerprint.of(path, _card_or_none(path))
     except OSError:
-        return False
+        return None
+
+
+def _card_or_none(path: Path) -> ModelCard | None:
+    try:
+        return ModelCard.read(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _unchanged(path: Path, fingerprint: Fingerprint | None) -> bool:
+    return fingerprint is not None and _fingerprint(path) == fingerprint
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -265,6 +265,9 @@ class TrainingRecipe:
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = 0.0
     augmentation: AffineAugmentation | None = None
+    # bfloat16 autocast for the training forward pass: ~1.6x faster convolutions on a CPU with
+    # AVX512-BF16 (BatchNorm and the loss stay float32; evaluation and export are float32).
+    bfloat16: bool = False
     seed: int = 1
 
     def describe_schedule(self) -> str:
@@ -352,6 +355,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 weight_decay=5e-4,
                 label_smoothing=0.1,
                 augmentation=AffineAugmentation(),
+                bfloat16=True,
             ),
             source="this project: VGG-style CNN 32-64-128 with BatchNorm and global pooling",
             source_accuracy=0.998,

@@ -6,8 +6,6 @@ calibration temperature itself, and returns logits ``(N, 10)``. Both files are l
 compared with the eager wrapper before anything is reported from them.
 """
 
-from __future__ import annotations
-
 import logging
 import warnings
 from collections.abc import Iterator
@@ -52,6 +50,7 @@ class ExportError(RuntimeError):
 class PackagedClassifier(nn.Module):
     """What a package holds: normalisation, the network, and the temperature, in one module."""
 
+    # Real (not postponed) annotations: TorchScript reads them to type the buffers.
     mean: torch.Tensor
     std: torch.Tensor
     temperature: torch.Tensor
@@ -166,9 +165,9 @@ def export_model_files(
 
 
 def copy_to_cpu(network: nn.Module) -> nn.Module:
-    """``network`` on the CPU in eval mode (the package is device-neutral; the service moves
-    it to its own device)."""
-    return network.cpu().eval()
+    """``network`` on the CPU, in the default memory layout, in eval mode: the package is
+    neutral and the service moves it to its own device."""
+    return network.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
 def write_card(card: ModelCard, package_dir: Path) -> Path:

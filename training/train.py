@@ -95,6 +95,12 @@ def make_scheduler(
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def _to_device(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, 1, 28, 28) pixels on ``device`` in channels-last layout, which the CPU (oneDNN) and
+    GPU convolution kernels run fastest on; the result is the same tensor, not a transpose."""
+    return pixels.to(device).contiguous(memory_format=torch.channels_last)
+
+
 def _progress(total: int, description: str) -> tqdm:
     # A bar is noise in logs and CI: show it only on an interactive terminal.
     return tqdm(total=total, desc=description, leave=False, disable=not sys.stderr.isatty())
@@ -121,8 +127,9 @@ def train_one_epoch(
         for pixels, labels in batches:  # (B, 1, 28, 28) in [0, 1], (B,)
             if recipe.augmentation is not None:
                 pixels = random_affine(pixels, recipe.augmentation, generator)
-            pixels, labels = normalise(pixels).to(device), labels.to(device)
-            logits = model(pixels)  # (B, 10)
+            pixels, labels = _to_device(normalise(pixels), device), labels.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bfloat16):
+                logits = model(pixels).float()  # (B, 10)
             loss = F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -153,7 +160,7 @@ def predict_logits(
     outputs = []
     for pixels, _ in iterate_batches(digits, batch_size):
         batch = normalise(pixels) if normalised_input else pixels
-        outputs.append(model(batch.to(device)).float().cpu())
+        outputs.append(model(_to_device(batch, device)).float().cpu())
     return torch.cat(outputs)
 
 
@@ -193,7 +200,7 @@ def fit(
     """
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
-    model.to(device)
+    model.to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     steps = batch_count(train, recipe.batch_size, max_batches)
     scheduler = make_scheduler(optimizer, recipe, steps, recipe.epochs)

@@ -15,11 +15,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import litserve
+import litserve  # type: ignore[import-untyped]
 import numpy as np
 import torch
 from fastapi import Request
-from litserve.server import BaseRequestHandler
+from litserve.server import BaseRequestHandler  # type: ignore[import-untyped]
 
 from benchmarks.reference.package import load_model
 from service.preprocess import preprocess
@@ -27,7 +27,7 @@ from service.preprocess import preprocess
 MAX_PIXELS = 40_000_000
 
 
-class DigitsAPI(litserve.LitAPI):
+class DigitsAPI(litserve.LitAPI):  # type: ignore[misc]
     def __init__(self, model_dir: Path, model: str) -> None:
         super().__init__(max_batch_size=64, batch_timeout=0.005)
         self.model_dir = model_dir
@@ -65,7 +65,7 @@ async def _raw_body(self: BaseRequestHandler, request: Any, request_type: Any) -
 
 def _pass_raw_bodies() -> None:
     """LitServe parses bodies as JSON or forms; give ``decode_request`` the bytes instead."""
-    BaseRequestHandler._prepare_request = _raw_body  # type: ignore[method-assign]
+    BaseRequestHandler._prepare_request = _raw_body
 
 
 # At import time on purpose: LitServe's API server processes re-import this module.
@@ -81,9 +81,7 @@ def main() -> None:
     server = litserve.LitServer(
         DigitsAPI(args.model_dir, args.model), accelerator="cpu", workers_per_device=1
     )
-    server.run(
-        host="127.0.0.1", port=args.port, log_level="warning", generate_client_file=False
-    )
+    server.run(host="127.0.0.1", port=args.port, log_level="warning", generate_client_file=False)
 
 
 if __name__ == "__main__":

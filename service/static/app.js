@@ -107,8 +107,8 @@
 
   function modelLabel(model) {
     let label = `${model.name} v${model.version}`;
-    if (model.metrics) label += ` · ${percent(model.metrics.test_accuracy, 2)} on test`;
     if (model.default && model.newest) label += " (default)";
+    if (model.metrics) label += ` · ${percent(model.metrics.test_accuracy, 2)} accurate`;
     return label;
   }
 

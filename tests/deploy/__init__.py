@@ -1,0 +1,1 @@
+"""Checks of the deployment files in docker/: lint, schema, contracts, and real processes."""

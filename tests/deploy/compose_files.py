@@ -17,13 +17,14 @@ The schema is the Compose Specification's JSON schema (compose-spec/compose-spec
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import yaml
@@ -46,20 +47,32 @@ class Override:
     value: Any
 
 
-class ComposeLoader(yaml.SafeLoader):
-    """Safe YAML loading plus compose's ``!reset`` and ``!override`` tags."""
-
-
-def _construct(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
+def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     if isinstance(node, yaml.MappingNode):
         return loader.construct_mapping(node, deep=True)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)  # type: ignore[arg-type]
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    raise yaml.constructor.ConstructorError(None, None, f"unexpected {node.tag}", node.start_mark)
 
 
-ComposeLoader.add_constructor("!reset", lambda loader, node: Reset(_construct(node, loader)))
-ComposeLoader.add_constructor("!override", lambda loader, node: Override(_construct(node, loader)))
+def _reset(loader: yaml.SafeLoader, node: yaml.Node) -> Reset:
+    return Reset(_construct(loader, node))
+
+
+def _override(loader: yaml.SafeLoader, node: yaml.Node) -> Override:
+    return Override(_construct(loader, node))
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """Safe YAML loading plus compose's ``!reset`` and ``!override`` tags."""
+
+    yaml_constructors: ClassVar[dict[Any, Any]] = {
+        **yaml.SafeLoader.yaml_constructors,
+        "!reset": _reset,
+        "!override": _override,
+    }
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -151,20 +164,29 @@ def _substitute(match: re.Match[str], environ: Mapping[str, str]) -> str:
     return value
 
 
-def compose_schema() -> dict[str, Any]:
-    """The Compose Specification's JSON schema, from check-jsonschema's vendored copy."""
+@functools.cache
+def compose_validator() -> jsonschema.protocols.Validator:
+    """A validator for the Compose Specification's JSON schema (check-jsonschema's copy)."""
     resource = importlib.resources.files(SCHEMA_PACKAGE).joinpath(SCHEMA_RESOURCE)
-    schema: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
-    return schema
+    schema = json.loads(resource.read_text(encoding="utf-8"))
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
 
 
 def schema_errors(document: Any) -> list[str]:
     """Every way ``document`` breaks the compose schema, one readable line each."""
-    schema = compose_schema()
-    validator_class = jsonschema.validators.validator_for(schema)
-    validator_class.check_schema(schema)
-    validator = validator_class(schema)
-    return [
+    errors = compose_validator().iter_errors(untagged(document))
+    return sorted(
         f"{'/'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
-        for error in sorted(validator.iter_errors(untagged(document)), key=str)
-    ]
+        for error in errors
+    )
+
+
+def seconds(duration: str) -> float:
+    """A Docker / compose duration (``1m30s``, ``15s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    if not parts or "".join(number + unit for number, unit in parts) != duration:
+        raise ValueError(f"not a duration: {duration!r}")
+    return sum(float(number) * units[unit] for number, unit in parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 import io
 import json
 from pathlib import Path
@@ -40,7 +41,7 @@ def assert_prediction(body: dict[str, object], digit: int | None = None) -> None
     probabilities = body["probabilities"]
     assert isinstance(probabilities, list) and len(probabilities) == 10
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
-    assert body["confidence"] == probabilities[body["digit"]]  # type: ignore[index]
+    assert body["confidence"] == probabilities[int(body["digit"])]  # type: ignore[call-overload]
     assert body["confidence"] == max(probabilities)
     assert isinstance(body["uncertain"], bool)
     timing = body["timing_ms"]
@@ -202,7 +203,9 @@ async def test_bad_bodies_get_documented_4xx(model_dir: Path) -> None:
 async def test_chunked_body_over_the_limit_is_refused(model_dir: Path) -> None:
     write_package(model_dir, "default")
 
-    async def chunks():  # no Content-Length: the limit must hold while streaming
+    async def chunks() -> AsyncIterator[
+        bytes
+    ]:  # no Content-Length: the limit must hold while streaming
         for _ in range(10):
             yield b"\x00" * 1024
 

@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 from torch import nn
 
 from benchmarks import image_kinds
@@ -540,6 +540,31 @@ def test_crop_to_ink_keeps_a_digit_touching_the_border() -> None:
     assert pp._crop_to_ink(ink).shape == (60, 7)
 
 
+def test_thin_strokes_are_thickened_to_mnist_width() -> None:
+    hairline = np.zeros((200, 120), dtype=np.float32)
+    hairline[:, 60:62] = 1.0  # a "1" drawn with a 2 px pen: 0.2 px once 20 px tall
+    hairline[0:2, 20:62] = 1.0
+    assert pp._stroke_width(pp._resize(hairline, 40)) / 2 < 1.0
+    final = pp._fit_20px(pp._thicken_thin_strokes(hairline))
+    assert 1.8 <= pp._stroke_width(final) <= 3.2
+
+
+def test_mnist_width_strokes_are_left_alone(digit: Digit) -> None:
+    crop = pp._crop_to_ink(digit.astype(np.float32) / 255)
+    assert pp._thicken_thin_strokes(crop) is crop
+
+
+def test_thin_pen_digit_reads_like_mnist(digit: Digit, reader: nn.Module) -> None:
+    pen = np.zeros((280, 280), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(digit).resize((200, 200), Image.Resampling.BICUBIC))
+    pen[40:240, 40:240] = np.where(big >= 128, 255, 0)
+    thin = Image.fromarray(255 - pen).filter(ImageFilter.MaxFilter(11))  # ~1/3 of the width
+    result = pp.to_mnist(thin)
+    width = pp._stroke_width(result)
+    assert width >= 1.8
+    assert read(reader, result[None])[0] == 7
+
+
 @pytest.mark.parametrize(("shape", "expected"), [((100, 50), (20, 10)), ((30, 120), (5, 20))])
 def test_fit_20px_keeps_the_aspect_ratio(
     shape: tuple[int, int], expected: tuple[int, int]
@@ -757,6 +782,7 @@ def client_bytes(draw: st.DrawFn) -> bytes:
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about corrupt TIFF tags
 @given(data=client_bytes())
 def test_any_bytes_give_a_client_error_or_a_digit(data: bytes) -> None:
     try:

@@ -45,7 +45,7 @@ def test_bad_values_are_refused_with_the_reason(
 
 
 def test_api_keys_are_secret() -> None:
-    settings = Settings(api_keys="a-very-long-secret-key-1,a-very-long-secret-key-2")  # type: ignore[arg-type]
+    settings = Settings(api_keys="a-very-long-secret-key-1,a-very-long-secret-key-2")
     assert len(settings.api_keys) == 2
     assert "a-very-long" not in repr(settings)
 
