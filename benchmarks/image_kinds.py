@@ -9,6 +9,8 @@ returns encoded image bytes of one kind:
 - ``photo_jpeg`` a phone photo of paper: dark ink on off-white, the digit small and off centre
   in 640x480, uneven light, noise, slight blur, JPEG q~80, some stored sideways with an EXIF
   orientation tag;
+- ``notebook_jpeg`` a phone photo of a ballpoint digit on ruled notebook paper (lines that
+  cross the digit, a thinner pen than MNIST's);
 - ``scan_png`` / ``scan_tiff`` a scan: black on white, ~200 px, slight blur, 8-bit or 16-bit
   grey, palette or colour.
 
@@ -25,7 +27,7 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 Digit = NDArray[np.uint8]
 ImageMaker = Callable[[Digit, int], bytes]
@@ -120,6 +122,35 @@ def photo_jpeg(digit: Digit, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def notebook_jpeg(digit: Digit, seed: int) -> bytes:
+    """A phone photo of a ballpoint digit on ruled notebook paper, 640x480 JPEG.
+
+    Light-blue ruled lines (slightly tilted, as the phone is never square to the page), a red
+    margin line on some, blue-black ink from a thinner pen than MNIST's, crossing the lines.
+    """
+    rng = np.random.default_rng(seed)
+    width, height = 640, 480
+    page = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(215, 245, 3)))
+    draw = ImageDraw.Draw(page)
+    slope = float(np.tan(np.radians(rng.uniform(-2.5, 2.5))))
+    gap = int(rng.integers(24, 44))
+    for y in range(int(rng.integers(0, gap)) - 40, height + 40, gap):
+        draw.line((0, y, width, y + width * slope), fill=(150, 180, 230), width=2)
+    if rng.random() < 0.4:
+        x = int(rng.integers(40, 120))
+        draw.line((x, 0, x - height * slope, height), fill=(225, 120, 120), width=2)
+    size = int(rng.integers(110, 240))
+    pen = _upscaled_mask(digit, size, dilate=1, threshold=int(rng.integers(110, 220)))
+    blue_black = rng.integers(10, 60, 3) + np.array([0, 0, 40])
+    ink = Image.new("RGB", pen.size, tuple(int(v) for v in blue_black))
+    page.paste(ink, (int(rng.integers(0, width - size)), int(rng.integers(0, height - size))), pen)
+    blurred = np.asarray(page.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.0))), np.float64)
+    ramp = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(0.9, 1.05), width)  # uneven light
+    pixels = blurred * ramp[None, :, None] + rng.normal(0.0, 3.0, blurred.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+    return _encode(image, "JPEG", quality=int(rng.integers(75, 90)))
+
+
 def scan_png(digit: Digit, seed: int) -> bytes:
     """A scan: black on white, ~200 px, slightly blurred; 8-bit grey, palette or 16-bit grey."""
     rng = np.random.default_rng(seed)
@@ -153,6 +184,7 @@ KINDS: Final[dict[str, ImageMaker]] = {
     "mnist_png": mnist_png,
     "canvas_png": canvas_png,
     "photo_jpeg": photo_jpeg,
+    "notebook_jpeg": notebook_jpeg,
     "scan_png": scan_png,
     "scan_tiff": scan_tiff,
 }
@@ -173,12 +205,12 @@ def _scan_pixels(digit: Digit, rng: np.random.Generator) -> NDArray[np.float64]:
     return np.clip(grey, 0.0, 1.0)
 
 
-def _upscaled_mask(digit: Digit, size: int, *, dilate: int) -> Image.Image:
+def _upscaled_mask(digit: Digit, size: int, *, dilate: int, threshold: int = 110) -> Image.Image:
     """The digit upscaled to ``size`` px as an anti-aliased 8-bit stroke mask, thickened by a
-    ``dilate`` px max filter (odd; 1 = none)."""
+    ``dilate`` px max filter (odd; 1 = none); a higher ``threshold`` draws a thinner pen."""
     # Threshold at 4x the target size, then box down: a crisp pen stroke with smooth edges.
     big = Image.fromarray(digit, mode="L").resize((size * 4, size * 4), Image.Resampling.BICUBIC)
-    crisp = big.point(lambda v: 255 if v >= 110 else 0)
+    crisp = big.point(lambda v: 255 if v >= threshold else 0)
     if dilate > 1:
         crisp = crisp.resize((size, size), Image.Resampling.BOX).filter(
             ImageFilter.MaxFilter(dilate)
@@ -187,7 +219,7 @@ def _upscaled_mask(digit: Digit, size: int, *, dilate: int) -> Image.Image:
     return crisp.resize((size, size), Image.Resampling.BOX)
 
 
-def _encode(image: Image.Image, fmt: str) -> bytes:
+def _encode(image: Image.Image, fmt: str, **options: int) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()

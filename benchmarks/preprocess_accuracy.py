@@ -16,6 +16,7 @@ import logging
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,16 @@ def newest_models(model_dir: Path) -> dict[str, Path]:
     return found
 
 
+def load_model(path: Path, device: str) -> torch.jit.ScriptModule:
+    """A package's TorchScript file, as the service loads it, in eval mode."""
+    with warnings.catch_warnings():  # TorchScript is the packages' format; torch calls it old
+        warnings.simplefilter("ignore", FutureWarning)
+        module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(path), map_location=device
+        )
+    return module.eval()
+
+
 def run_kind(kind: str, digits: NDArray[np.uint8], seeds: Sequence[int]) -> KindResult:
     """Make every digit into ``kind`` and preprocess it, timing ``preprocess`` alone."""
     maker = KINDS[kind]
@@ -81,7 +92,9 @@ def run_kind(kind: str, digits: NDArray[np.uint8], seeds: Sequence[int]) -> Kind
 
 
 @torch.inference_mode()
-def predict(model: torch.jit.ScriptModule, images: NDArray[np.float32], device: str) -> NDArray:
+def predict(
+    model: torch.jit.ScriptModule, images: NDArray[np.float32], device: str
+) -> NDArray[np.int64]:
     """Argmax class of each ``(N, 28, 28)`` image, in batches."""
     predictions = []
     for start in range(0, len(images), 512):
@@ -91,7 +104,7 @@ def predict(model: torch.jit.ScriptModule, images: NDArray[np.float32], device: 
 
 
 def save_misreads(
-    out_dir: Path, result: KindResult, predicted: NDArray, labels: NDArray[np.uint8]
+    out_dir: Path, result: KindResult, predicted: NDArray[np.int64], labels: NDArray[np.uint8]
 ) -> None:
     """Write what the model saw for each misread image, named by kind, index and classes."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not model_files:
         logger.error("no model packages with %s under %s", TORCHSCRIPT_FILENAME, args.model_dir)
         return 1
-    models = {name: torch.jit.load(str(path), map_location=device).eval() for name, path in model_files.items()}
+    models = {name: load_model(path, device) for name, path in model_files.items()}
     logger.info("models: %s on %s", ", ".join(f"{n} ({p})" for n, p in model_files.items()), device)
 
     images, labels = load_mnist_test(args.data_dir)
@@ -163,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reference = digits.astype(np.float32) / 255.0
     accuracy: dict[str, dict[str, float]] = {
-        REFERENCE: {n: float(np.mean(predict(m, reference, device) == truth)) for n, m in models.items()}
+        REFERENCE: {
+            n: float(np.mean(predict(m, reference, device) == truth)) for n, m in models.items()
+        }
     }
     results: dict[str, KindResult] = {}
     for kind in args.kinds:

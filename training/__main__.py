@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train --arch NAME ...`` and ``python -m training train-all``.
+"""Command line: ``python -m training train --arch NAME ...``, ``train-all`` and ``results``.
 
 Each architecture's hyper-parameters are defaults in ``training.architectures``; the flags only
 override them. The command line is recorded in each package's card.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -16,12 +17,18 @@ from pathlib import Path
 import torch
 
 from training.architectures import ARCHITECTURES, get_architecture
+from training.data import DatasetError
+from training.export import ExportError
 from training.pipeline import PackageSummary, RunOptions, recipe_for, train_and_export
+from training.results import results_table
+from training.train import CheckpointMismatch
 
 logger = logging.getLogger("training")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
+DEFAULT_DATA_DIR = Path(
+    os.environ.get("DIGITS_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "mnist")
+)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +36,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA_DIR,
-        help="folder with the four MNIST IDX .gz files (default: %(default)s)",
+        help="folder with the four MNIST IDX .gz files (default: $DIGITS_DATA_DIR or %(default)s)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -90,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a subset (default: all)",
     )
     _add_common(train_all)
+
+    results = commands.add_parser("results", help="Markdown table of the packages in a folder")
+    results.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "models", help="model folder (default: %(default)s)"
+    )
     return parser
 
 
@@ -111,6 +123,8 @@ def _write_result(summary: PackageSummary) -> None:
     """The command's actual output: one line per package on stdout."""
     card = summary.card
     verdict = "meets" if summary.meets_target else "MISSES"
+    if summary.dry_run:
+        verdict = "dry run, not held to"
     sys.stdout.write(
         f"{summary.package_dir}: test accuracy {card.metrics.test_accuracy:.4f} "
         f"({verdict} target {summary.target_accuracy:.4f}), parameters {card.parameters}, "
@@ -122,13 +136,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
+    if args.command == "results":
+        sys.stdout.write(results_table(args.out))
+        return 0
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m training " + shlex.join(arguments)
+    try:
+        _train(args, command="python -m training " + shlex.join(arguments))
+    except (DatasetError, ExportError, CheckpointMismatch) as error:
+        # Expected failures get one clear line, not a traceback.
+        logger.error("%s", error)
+        return 1
+    return 0
 
+
+def _train(args: argparse.Namespace, command: str) -> None:
     if args.command == "train":
         architecture = get_architecture(args.arch)
         recipe = recipe_for(
@@ -140,13 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             dry_run=args.dry_run,
         )
         _write_result(train_and_export(architecture, recipe, _options(args, command, args.dry_run)))
-        return 0
+        return
 
     options = _options(args, command, dry_run=False)
     for name in args.arch:
         architecture = get_architecture(name)
         _write_result(train_and_export(architecture, architecture.recipe, options))
-    return 0
 
 
 if __name__ == "__main__":

@@ -122,7 +122,9 @@ def save_torch_export(wrapper: PackagedClassifier, path: Path, example: torch.Te
     torch.export.save(program, str(path))
 
 
-def _max_difference(expected: torch.Tensor, actual: torch.Tensor, what: str) -> float:
+def max_difference(expected: torch.Tensor, actual: torch.Tensor, what: str) -> float:
+    """Largest elementwise |expected - actual|; raises :class:`ExportError` when the shapes
+    differ or it exceeds :data:`MAX_ABS_DIFFERENCE`. ``what`` names the file in the message."""
     if actual.shape != expected.shape:
         raise ExportError(f"{what} returns shape {tuple(actual.shape)}, expected {expected.shape}")
     difference = float((expected - actual).abs().max())
@@ -151,9 +153,9 @@ def export_model_files(
     with torch.inference_mode():
         expected = wrapper(check_batch)  # (N, 10)
         scripted = load_torchscript(torchscript_path)
-        ts_difference = _max_difference(expected, scripted(check_batch), "model.pt")
+        ts_difference = max_difference(expected, scripted(check_batch), "model.pt")
         program = torch.export.load(str(export_path)).module()
-        ep_difference = _max_difference(expected, program(check_batch), "model.pt2")
+        ep_difference = max_difference(expected, program(check_batch), "model.pt2")
     logger.info(
         "exported %s and %s (max |difference| %.2g, %.2g)",
         torchscript_path,

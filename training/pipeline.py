@@ -72,6 +72,7 @@ class PackageSummary:
     target_accuracy: float
     source_accuracy: float
     test_ece: float
+    dry_run: bool
 
     @property
     def meets_target(self) -> bool:
@@ -81,7 +82,8 @@ class PackageSummary:
 def _device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{device.type} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{device.type}, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def _optimizer_description(recipe: TrainingRecipe) -> str:
@@ -208,8 +210,9 @@ def train_and_export(
         target_accuracy=architecture.target_accuracy,
         source_accuracy=architecture.source_accuracy,
         test_ece=expected_calibration_error(test_out, splits.test.labels),
+        dry_run=options.dry_run,
     )
-    _log_outcome(summary, options.dry_run)
+    _log_outcome(summary)
     return summary
 
 
@@ -246,7 +249,7 @@ def _write_reports(
     )
 
 
-def _log_outcome(summary: PackageSummary, dry_run: bool) -> None:
+def _log_outcome(summary: PackageSummary) -> None:
     card = summary.card
     logger.info(
         "%s: test accuracy %.4f (target %.4f), ECE %.4f -> %.4f at T=%.3f; package %s",
@@ -258,7 +261,7 @@ def _log_outcome(summary: PackageSummary, dry_run: bool) -> None:
         card.calibration.temperature,
         summary.package_dir,
     )
-    if not summary.meets_target and not dry_run:
+    if not summary.meets_target and not summary.dry_run:
         logger.warning("%s misses its target accuracy %.4f", card.name, summary.target_accuracy)
 
 

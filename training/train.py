@@ -32,6 +32,10 @@ CHECKPOINT_FILENAME = "checkpoint.pt"
 EVAL_BATCH_SIZE = 1000
 
 
+class CheckpointMismatch(ValueError):
+    """``--resume`` found a checkpoint made with other settings."""
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     """Metrics of one epoch; ``train_*`` are running means over the (augmented) batches."""
@@ -214,7 +218,7 @@ def fit(
     if resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         if state["recipe"] != recipe_record:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"checkpoint {checkpoint_path} was made with a different recipe "
                 f"({state['recipe']}); resume with the same settings or start afresh"
             )

@@ -84,7 +84,7 @@
         setStatus(
           storedKey()
             ? "That API key was not accepted. Check it and try again."
-            : "This service needs an API key: enter it below.",
+            : "This service needs an API key: enter it in the API key field.",
           true,
         );
         keyInput.focus();

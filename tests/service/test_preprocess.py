@@ -5,6 +5,7 @@ Images are made here from real MNIST test digits (``benchmarks.image_kinds``) an
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -81,6 +82,11 @@ def read(model: nn.Module, images: NDArray[np.float32]) -> NDArray[np.int64]:
     with torch.inference_mode():
         logits = model(torch.from_numpy(np.ascontiguousarray(images)).flatten(1))
     return logits.argmax(dim=1).numpy()
+
+
+def unit(pixels: NDArray[np.generic] | Image.Image) -> NDArray[np.float32]:
+    """8-bit pixels (array or image) as float32 in [0, 1]."""
+    return np.asarray(pixels, dtype=np.float32) * np.float32(1.0) / np.float32(255.0)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
@@ -188,7 +194,7 @@ def test_animated_gif_uses_the_first_frame(mnist: tuple[Digit, NDArray[np.uint8]
     assert (labels[0], labels[2]) == (7, 1)
     frames = [Image.fromarray(seven, mode="L"), Image.fromarray(one, mode="L")]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
-    assert Image.open(io.BytesIO(data)).n_frames == 2
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
     result = run(data)
     assert np.abs(result - run(encode(frames[0], "PNG"))).mean() < 0.01
     assert np.abs(result - run(encode(frames[1], "PNG"))).mean() > 0.05
@@ -288,10 +294,8 @@ def test_jpeg_with_corrupted_middle_never_crashes(digit: Digit) -> None:
         damaged = bytearray(data)
         start = len(data) // 3 + trial * 17
         damaged[start : start + 48] = rng.integers(0, 256, 48, dtype=np.uint8).tobytes()
-        try:
+        with contextlib.suppress(BadImage):
             assert_mnist_like(run(bytes(damaged)))
-        except BadImage:
-            pass
 
 
 def test_jpeg_with_corrupted_header_is_a_bad_image(digit: Digit) -> None:
@@ -352,9 +356,7 @@ def test_orient_applies_the_exif_orientation(digit: Digit, orientation: int) -> 
     )
     exif = Image.Exif()
     exif[0x0112] = orientation
-    image = pp.decode_image(
-        encode(stored, "PNG", exif=exif.tobytes()), max_pixels=MAX_PIXELS
-    )
+    image = pp.decode_image(encode(stored, "PNG", exif=exif.tobytes()), max_pixels=MAX_PIXELS)
     oriented = pp._orient(image)
     assert oriented.size == upright.size
     assert np.array_equal(np.asarray(oriented), np.asarray(upright))
@@ -472,25 +474,25 @@ def test_deep_grey_is_scaled_into_unit_range(
 
 
 def test_ink_on_black_inverts_light_backgrounds(digit: Digit) -> None:
-    grey = np.asarray(on_paper(digit), dtype=np.float32) / 255
+    grey = unit(on_paper(digit))
     ink = pp._ink_on_black(grey)
     assert ink[0, 0] == pytest.approx(1 - 235 / 255)  # paper became dark
     assert np.array_equal(ink, 1 - grey)
 
 
 def test_ink_on_black_keeps_dark_backgrounds(digit: Digit) -> None:
-    grey = digit.astype(np.float32) / 255
+    grey = unit(digit)
     assert pp._ink_on_black(grey) is grey
 
 
 def test_ink_on_black_follows_the_ink_not_a_threshold(digit: Digit) -> None:
     # Dim paper (grey 90) with darker ink (30): the paper is still the background.
-    grey = np.asarray(on_paper(digit, paper=90, ink=30), dtype=np.float32) / 255
+    grey = unit(on_paper(digit, paper=90, ink=30))
     assert np.array_equal(pp._ink_on_black(grey), 1 - grey)
 
 
 def test_normalise_contrast_stretches_faint_ink_and_zeroes_background(digit: Digit) -> None:
-    faint = np.asarray(on_paper(digit, paper=150, ink=110), dtype=np.float32) / 255
+    faint = unit(on_paper(digit, paper=150, ink=110))
     result = pp._normalise_contrast(pp._ink_on_black(faint))
     assert result.max() == 1.0
     assert (result == 1.0).sum() > 0.05 * (result > 0).sum()
@@ -498,7 +500,7 @@ def test_normalise_contrast_stretches_faint_ink_and_zeroes_background(digit: Dig
 
 
 def test_normalise_contrast_removes_uneven_light(digit: Digit) -> None:
-    paper = np.asarray(on_paper(digit, side=300), dtype=np.float32) / 255
+    paper = unit(on_paper(digit, side=300))
     light = np.linspace(0.45, 1.0, 300, dtype=np.float32)[None, :]  # dark left, bright right
     noise = np.random.default_rng(0).normal(0, 0.01, paper.shape).astype(np.float32)
     photo = np.clip(paper * light + noise, 0, 1)
@@ -508,6 +510,35 @@ def test_normalise_contrast_removes_uneven_light(digit: Digit) -> None:
     # Ink in the shadow is as strong as ink in the light.
     left, right = result[:, :150], result[:, 150:]
     assert abs(np.percentile(left[left > 0], 75) - np.percentile(right[right > 0], 75)) < 0.15
+
+
+def test_ink_level_is_the_pen_not_the_ruled_lines() -> None:
+    rng = np.random.default_rng(0)
+    lines = rng.normal(0.3, 0.03, 20000)  # many faint pixels: a notebook's ruled lines
+    pen = rng.normal(0.8, 0.05, 3000)  # fewer, strong: the digit
+    strong = np.concatenate([lines, pen]).astype(np.float32)
+    assert pp._ink_level(strong) == pytest.approx(0.8, abs=0.03)
+    assert float(np.percentile(strong, 75)) < 0.4  # a plain percentile would pick the lines
+
+
+def test_keep_near_strokes_drops_faint_lines_but_keeps_edges() -> None:
+    ink = np.zeros((60, 80), dtype=np.float32)
+    ink[:, 38:42] = 1.0  # a stroke's core ...
+    ink[:, 37] = ink[:, 42] = 0.3  # ... and its anti-aliased edges
+    ink[20:22, :] = np.maximum(ink[20:22, :], 0.3)  # a ruled line crossing it
+    kept = pp._keep_near_strokes(ink.copy())
+    assert np.array_equal(kept[:, 37:43], ink[:, 37:43])
+    assert kept[20:22, :30].max() == 0.0
+    assert kept[20:22, 50:].max() == 0.0
+
+
+def test_ruled_notebook_paper_is_read(mnist: tuple[Digit, NDArray[np.uint8]]) -> None:
+    images, labels = mnist[0][:30], mnist[1][:30]
+    for seed, pixels in enumerate(images):
+        result = run(image_kinds.notebook_jpeg(pixels, seed))
+        height, width = ink_box(result)
+        assert max(height, width) in (20, 21)
+        assert np.abs(result - unit(pixels)).mean() < 0.1, f"digit {seed} ({labels[seed]})"
 
 
 def test_crop_to_ink_takes_the_bounding_box() -> None:
@@ -544,13 +575,16 @@ def test_thin_strokes_are_thickened_to_mnist_width() -> None:
     hairline = np.zeros((200, 120), dtype=np.float32)
     hairline[:, 60:62] = 1.0  # a "1" drawn with a 2 px pen: 0.2 px once 20 px tall
     hairline[0:2, 20:62] = 1.0
-    assert pp._stroke_width(pp._resize(hairline, 40)) / 2 < 1.0
-    final = pp._fit_20px(pp._thicken_thin_strokes(hairline))
-    assert 1.8 <= pp._stroke_width(final) <= 3.2
+
+    def width(digit: NDArray[np.float32]) -> float:  # as _thicken_thin_strokes measures it
+        return pp._stroke_width(pp._resize(digit, 40)) / 2
+
+    assert width(hairline) < 1.0
+    assert 1.6 <= width(pp._thicken_thin_strokes(hairline)) <= 2.6  # MNIST: 1.4-2.9
 
 
 def test_mnist_width_strokes_are_left_alone(digit: Digit) -> None:
-    crop = pp._crop_to_ink(digit.astype(np.float32) / 255)
+    crop = pp._crop_to_ink(unit(digit))
     assert pp._thicken_thin_strokes(crop) is crop
 
 
@@ -560,15 +594,12 @@ def test_thin_pen_digit_reads_like_mnist(digit: Digit, reader: nn.Module) -> Non
     pen[40:240, 40:240] = np.where(big >= 128, 255, 0)
     thin = Image.fromarray(255 - pen).filter(ImageFilter.MaxFilter(11))  # ~1/3 of the width
     result = pp.to_mnist(thin)
-    width = pp._stroke_width(result)
-    assert width >= 1.8
+    assert result.sum() >= 0.7 * (digit / np.float32(255)).sum()  # as much ink as MNIST's
     assert read(reader, result[None])[0] == 7
 
 
 @pytest.mark.parametrize(("shape", "expected"), [((100, 50), (20, 10)), ((30, 120), (5, 20))])
-def test_fit_20px_keeps_the_aspect_ratio(
-    shape: tuple[int, int], expected: tuple[int, int]
-) -> None:
+def test_fit_20px_keeps_the_aspect_ratio(shape: tuple[int, int], expected: tuple[int, int]) -> None:
     crop = np.ones(shape, dtype=np.float32) * 0.7
     small = pp._fit_20px(crop)
     assert small.shape == expected
@@ -646,7 +677,7 @@ def test_full_pipeline_leaves_mnist_nearly_unchanged(
 ) -> None:
     """RGB MNIST misses the fast path: the photo cleaning must then be (nearly) a no-op."""
     images = mnist[0][:300]
-    original = images.astype(np.float32) / 255
+    original = unit(images)
     processed = np.stack([run(encode(Image.fromarray(p, mode="L").convert("RGB"))) for p in images])
     difference = np.abs(processed - original).mean(axis=(1, 2))
     assert difference.mean() < 0.02
@@ -675,7 +706,7 @@ def test_each_kind_becomes_an_mnist_digit(
         assert abs(row - 14) <= 0.6
         assert abs(col - 14) <= 0.6
     # Laid out like MNIST: the reader does as well as on the raw MNIST arrays, within 5 of 60.
-    baseline = (read(reader, images.astype(np.float32) / 255) == labels).sum()
+    baseline = (read(reader, unit(images)) == labels).sum()
     assert (read(reader, processed) == labels).sum() >= baseline - 5
     # And close, pixel by pixel, to the MNIST digit it was made from.
     assert np.abs(processed - images / np.float32(255)).mean() < 0.08

@@ -39,7 +39,9 @@ def test_test_split_is_the_official_one(mnist: MnistSplits) -> None:
     assert int(mnist.test.images[:, 0, 0].max()) == 0
 
 
-def test_uncompressed_files_are_where_torchvision_looks(mnist: MnistSplits, mnist_cache: Path) -> None:
+def test_uncompressed_files_are_where_torchvision_looks(
+    mnist: MnistSplits, mnist_cache: Path
+) -> None:
     raw = mnist_cache / "MNIST" / "raw"
     for name, digest in MNIST_SHA256.items():
         assert file_sha256(raw / name) == digest
@@ -123,7 +125,7 @@ def test_batches_cover_every_digit_once(mnist: MnistSplits) -> None:
     seen = []
     for pixels, labels in iterate_batches(digits, 512, generator=torch.Generator().manual_seed(0)):
         assert pixels.dtype == torch.float32 and pixels.shape[1:] == (1, 28, 28)
-        assert 0.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0
+        assert float(pixels.min()) >= 0.0 and float(pixels.max()) <= 1.0
         seen.append(labels)
     assert batch_count(digits, 512) == len(seen) == 10
     assert torch.equal(torch.cat(seen).sort().values, digits.labels.sort().values)
