@@ -43,8 +43,9 @@ SERVER_CPU = "0"
 LOAD_CPU = "1"
 LENET5 = "lenet5"
 DEFAULT = "default"
-#: A queue smaller than the load's concurrency, to show what happens beyond the queue bound.
-OVERLOAD_QUEUE = 128
+#: A queue (the smallest allowed: one full batch) well under the load's concurrency, to show
+#: what happens beyond the queue bound.
+OVERLOAD_QUEUE = 64
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import BadImage, PayloadTooLarge, UnsupportedMediaType
+from service.pipeline import ClientGone
 
 #: Content types taken as the image itself (the bytes are sniffed; the type is not trusted).
 RAW_IMAGE_TYPES = frozenset(
@@ -56,11 +57,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"body of {int(declared)} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone("client disconnected while sending the body") from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -4,9 +4,9 @@ request id in and out, security headers, one structured log line and metrics per
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,4 +87,11 @@ def _request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """32 random hex digits, like ``uuid4().hex``. Ids must be unique, not secret: the
+    process's Mersenne Twister (seeded from the OS at start-up) gives 128 bits without the
+    system call per request that ``uuid4`` makes."""
+    return f"{random.getrandbits(128):032x}"

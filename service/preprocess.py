@@ -96,6 +96,10 @@ DIGIT_BOX: Final = 20
 #: MNIST's centre of mass sits at pixel (14, 14) (row, column; pixel centres at integers).
 MNIST_CENTRE: Final = 14.0
 
+#: Images at least this large on both sides have their background found by openings.
+_OPENING_MIN_SIDE: Final = 64
+#: The deepest shadow (as a fraction of the paper's brightness) the background may follow.
+_SHADOW_DEPTH: Final = 0.6
 #: The background surface is fitted to the medians of about this many cells along each side.
 _BACKGROUND_CELLS: Final = 8
 #: Ink must stand this many robust noise deviations above the background ...
@@ -445,18 +449,21 @@ def _sample(array: FloatArray, target: int = 4096) -> FloatArray:
 def _normalise_contrast(ink: FloatArray) -> FloatArray:
     """Flatten the (unevenly lit) background, zero what is noise, stretch ink to full.
 
-    Returns float32 ``(H, W)`` in [0, 1] with the background exactly 0. Raises ``no_digit``
-    when nothing rises above the noise by at least ``_MIN_CONTRAST``.
+    Returns float32 ``(H, W)`` in [0, 1] with the background exactly 0 and the pen's ink at
+    1. Raises ``no_digit`` when the ink is weaker than ``_MIN_CONTRAST`` or than
+    ``_MIN_SIGNAL_TO_NOISE`` times the noise (blank paper has only noise peaks).
     """
-    background = _background_surface(ink)
+    lighting = _lighting_surface(ink)
+    unlit = ink - lighting
+    background = lighting + _shadows(unlit)
     # Light multiplies reflectance, so on paper divide by the paper's brightness (1 - background
     # once inverted) rather than only subtract: ink in a shadow keeps its full strength.
     signal = (ink - background) / np.maximum(np.float32(1.0) - background, np.float32(0.05))
-    # The background is 0 now. Its noise is measured on the dark side alone: the bright side
-    # also holds the ink (and whatever else stands out, a table around the paper, say).
-    sample = _sample(signal)
-    below = -sample[sample < 0.0]
-    noise = 1.4826 * float(np.median(below)) if below.size else 0.0
+    # The background is 0 now. Its noise is measured on the dark side alone (the bright side
+    # also holds the ink, and whatever else stands out: a table around the paper, say), before
+    # and after the shadows are taken away: either can be inflated (by an unfitted shadow, by
+    # a shadow's or a huge stroke's blurred edge), the noise is the smaller.
+    noise = min(_dark_side_noise(unlit), _dark_side_noise(signal))
     floor = max(_NOISE_SIGMAS * noise, _MIN_CONTRAST / 2)
     strong = signal[signal > floor]
     if strong.size == 0:
@@ -468,6 +475,13 @@ def _normalise_contrast(ink: FloatArray) -> FloatArray:
     stretched: FloatArray = (signal - np.float32(low)) * np.float32(1.0 / max(full - low, 1e-6))
     np.clip(stretched, 0.0, 1.0, out=stretched)
     return _keep_near_strokes(stretched)
+
+
+def _dark_side_noise(values: FloatArray) -> float:
+    """Robust standard deviation of the values below 0 (a background at 0, ink above it)."""
+    sample = _sample(values)
+    below = -sample[sample < 0.0]
+    return 1.4826 * float(np.median(below)) if below.size else 0.0
 
 
 def _ink_level(strong: FloatArray) -> float:
@@ -497,14 +511,86 @@ def _keep_near_strokes(ink: FloatArray) -> FloatArray:
     ``_CORE_LEVEL`` (ruled or squared paper's lines, show-through) vanish, also where they
     run into the digit.
     """
-    core = Image.fromarray(np.where(ink >= _CORE_LEVEL, np.uint8(255), np.uint8(0)), mode="L")
-    near = np.asarray(core.filter(ImageFilter.MaxFilter(2 * _STROKE_MARGIN + 1))) > 0
+    near = _dilate(ink >= _CORE_LEVEL, _STROKE_MARGIN)
     ink[~near] = 0.0
     return ink
 
 
-def _background_surface(ink: FloatArray) -> FloatArray:
-    """Smooth estimate of the background of ``ink`` (bright ink on dark), shape ``(H, W)``.
+def _dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
+    """``mask`` grown by ``radius`` px in every direction (a square), by shifted ORs."""
+    grown = mask.copy()
+    for shift in range(1, radius + 1):  # rows, then columns: separable
+        grown[shift:] |= mask[:-shift]
+        grown[:-shift] |= mask[shift:]
+    rows = grown.copy()
+    for shift in range(1, radius + 1):
+        grown[:, shift:] |= rows[:, :-shift]
+        grown[:, :-shift] |= rows[:, shift:]
+    return grown
+
+
+def _shadows(unlit: FloatArray) -> FloatArray:
+    """Shadows left on ``unlit`` (bright ink on dark, smooth lighting removed), ``(H, W)``.
+
+    What is left of the image, at a quarter of the resolution, after a grey-level opening
+    with a window a quarter of the image wide: strokes narrower than that go, while regions
+    wider than it (a shadow across the page, with its edge) stay, to be subtracted with the
+    background. Zero for small images.
+    """
+    height, width = unlit.shape
+    if min(height, width) < _OPENING_MIN_SIDE:
+        return np.zeros_like(unlit)
+    residual = np.asarray(
+        Image.fromarray(unlit, mode="F").reduce(4), dtype=np.float32
+    )  # quarter resolution: less noise for the minimum to dig into, and 1/16 of the work
+    window = _opening_window(residual)
+    opened = _max_filter(_min_filter(residual, window), window)
+    # An opening sits on the noise's troughs; lift it back onto the noise's median.
+    opened += np.float32(np.median(_sample(residual - opened)))
+    # Shadows dim paper by a half or so; anything deeper is ink too wide for the window (a
+    # huge felt-tip digit on a canvas): keep it as ink, not as background.
+    np.minimum(opened, np.float32(_SHADOW_DEPTH), out=opened)
+    shadows = Image.fromarray(opened, mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(shadows, dtype=np.float32)
+
+
+def _opening_window(image: FloatArray) -> int:
+    """Odd window of the openings: a quarter of the image's longer side."""
+    longer = int(max(image.shape))
+    return max(3, (longer // 4) | 1)
+
+
+def _min_filter(image: FloatArray, window: int) -> FloatArray:
+    """Minimum over a ``window`` x ``window`` square (edges repeated), in O(1) per pixel."""
+    return _running_min(_running_min(image, window, axis=0), window, axis=1)
+
+
+def _running_min(values: FloatArray, window: int, axis: int) -> FloatArray:
+    """Centred running minimum along ``axis`` (van Herk / Gil-Werman: block-wise prefix and
+    suffix minima, so the cost does not grow with the window)."""
+    moved = np.moveaxis(values, axis, 0)
+    length, half = moved.shape[0], window // 2
+    blocks = -(-(length + window - 1) // window)
+    padded = np.pad(
+        moved,
+        ((half, blocks * window - length - half),) + ((0, 0),) * (moved.ndim - 1),
+        mode="edge",
+    )
+    shaped = padded.reshape(blocks, window, *moved.shape[1:])
+    prefix = np.minimum.accumulate(shaped, axis=1).reshape(padded.shape)
+    suffix = np.minimum.accumulate(shaped[:, ::-1], axis=1)[:, ::-1].reshape(padded.shape)
+    # The window [i, i + window) spans the suffix of i's block and the prefix of the next.
+    result = np.minimum(suffix[:length], prefix[window - 1 : window - 1 + length])
+    return np.ascontiguousarray(np.moveaxis(result, 0, axis))
+
+
+def _max_filter(image: FloatArray, window: int) -> FloatArray:
+    """Maximum over a ``window`` x ``window`` square (separable, edges repeated)."""
+    return -_min_filter(-image, window)
+
+
+def _lighting_surface(ink: FloatArray) -> FloatArray:
+    """Smooth lighting under ``ink`` (bright ink on dark), shape ``(H, W)``.
 
     A quadratic surface fitted, robustly, to the medians of a grid of cells: it follows a
     lighting gradient or vignette across a photo but cannot follow the ink itself, so thick

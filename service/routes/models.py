@@ -23,6 +23,9 @@ from service.schemas import (
 
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[ApiKey])
 
+# Route order matters: /reload is declared before /{name} so that a wrong method on
+# /models/reload is answered for *that* route (405, Allow: POST), not for /models/{name}.
+
 
 @router.get("", summary="List every model", responses=READ_ERRORS)
 async def list_models(runtime: RuntimeDep) -> ModelsResponse:
@@ -31,18 +34,6 @@ async def list_models(runtime: RuntimeDep) -> ModelsResponse:
     default, the batching settings in force, and its queue depth and capacity. Packages that
     failed to load are listed with `status: failed` and the reason."""
     return ModelsResponse(default_model=runtime.settings.default_model, models=_all(runtime))
-
-
-@router.get("/{name}", summary="One model, every version", responses=READ_ERRORS)
-async def get_model(
-    runtime: RuntimeDep,
-    name: Annotated[str, Path(description="Model name.", pattern=NAME_PATTERN)],
-) -> ModelsResponse:
-    """The versions of one model, as in `GET /models`."""
-    models = [m for m in _all(runtime) if m.name == name]
-    if not models:
-        raise NotFound(f"no model {name}")
-    return ModelsResponse(default_model=runtime.settings.default_model, models=models)
 
 
 @router.post("/reload", summary="Load new or changed packages", responses=READ_ERRORS)
@@ -57,6 +48,18 @@ async def reload_models(runtime: RuntimeDep) -> ReloadResponse:
         removed=[ModelRef(name=n, version=v) for n, v in report.removed],
         failed=[_failed_info(f, runtime.settings.default_model) for f in report.failed],
     )
+
+
+@router.get("/{name}", summary="One model, every version", responses=READ_ERRORS)
+async def get_model(
+    runtime: RuntimeDep,
+    name: Annotated[str, Path(description="Model name.", pattern=NAME_PATTERN)],
+) -> ModelsResponse:
+    """The versions of one model, as in `GET /models`."""
+    models = [m for m in _all(runtime) if m.name == name]
+    if not models:
+        raise NotFound(f"no model {name}")
+    return ModelsResponse(default_model=runtime.settings.default_model, models=models)
 
 
 def _all(runtime: Runtime) -> list[ModelInfo]:

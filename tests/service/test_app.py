@@ -221,7 +221,7 @@ async def test_models_lists_cards_device_batching_and_queue(trained_model_dir: P
     async with running_app(
         model_dir=trained_model_dir,
         default_model="lenet5",
-        batching=json.dumps({"mlp": {"max_batch_size": 8, "max_wait_ms": 1, "queue_size": 16}}),
+        batching={"mlp": {"max_batch_size": 8, "max_wait_ms": 1, "queue_size": 16}},
     ) as client:
         body = (await client.get("/models")).json()
         one = (await client.get("/models/mlp")).json()

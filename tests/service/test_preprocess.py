@@ -541,6 +541,38 @@ def test_ruled_notebook_paper_is_read(mnist: tuple[Digit, NDArray[np.uint8]]) ->
         assert np.abs(result - unit(pixels)).mean() < 0.1, f"digit {seed} ({labels[seed]})"
 
 
+def test_dilate_grows_a_square() -> None:
+    mask = np.zeros((9, 9), dtype=bool)
+    mask[4, 4] = True
+    grown = pp._dilate(mask, 2)
+    assert np.array_equal(np.argwhere(grown).min(axis=0), [2, 2])
+    assert np.array_equal(np.argwhere(grown).max(axis=0), [6, 6])
+    assert grown.sum() == 25
+    assert mask.sum() == 1  # the input is left alone
+
+
+def test_min_and_max_filters_match_the_definition() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((37, 53)).astype(np.float32)
+    for window in (1, 3, 7, 21):
+        padded = np.pad(image, window // 2, mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (window, window))
+        assert np.array_equal(pp._min_filter(image, window), windows.min(axis=(-1, -2)))
+        assert np.array_equal(pp._max_filter(image, window), windows.max(axis=(-1, -2)))
+
+
+def test_background_follows_a_shadow_across_the_page(digit: Digit) -> None:
+    paper = unit(on_paper(digit, side=240)).copy()
+    shade = np.ones_like(paper)
+    shade[:, :100] = 0.6  # a hard-edged shadow over the left side
+    ink = 1 - paper * shade
+    unlit = ink - pp._lighting_surface(ink)
+    signal = unlit - pp._shadows(unlit)
+    stroke_free = np.asarray(on_paper(digit, side=240)) > 230
+    assert np.abs(signal[stroke_free]).mean() < 0.03
+    assert np.percentile(np.abs(signal[stroke_free]), 99) < 0.25  # only along the shadow's edge
+
+
 def test_crop_to_ink_takes_the_bounding_box() -> None:
     ink = np.zeros((100, 120), dtype=np.float32)
     ink[20:70, 30:55] = 1.0
