@@ -2,8 +2,8 @@
 
 Every server runs as a real process, as ``make serve`` runs the service, and is driven over
 HTTP by ``wrk`` from another process: pinned (server on CPU 0, wrk on CPU 1) and unpinned.
-At each concurrency: a warm-up run, then ``--rounds`` measured runs, of which the median by
-requests a second is reported. The references, on the same model and image:
+At each concurrency: a warm-up run, then three measured runs (one with ``--quick``), of which
+the median by requests a second is reported. The references, on the same model and image:
 
 - ceiling   FastAPI + uvicorn answering a constant after reading the body (the HTTP limit);
 - naive     decode + forward per request inside the handler (no batching);
@@ -146,11 +146,13 @@ class Bench:
         self._note_command(spec, pinned)
         log_path = self.log_dir / f"{_slug(spec.name)}-{where}.log"
         with running(spec, cpus=SERVER_CPU if pinned else None, log_path=log_path) as server:
+            levels = concurrencies or self.plan.concurrencies
             warm: tuple[int, int] | None = None
-            for concurrency in concurrencies or self.plan.concurrencies:
+            if memory:  # warmed at the highest concurrency: every buffer has grown once
+                self._load(server, max(levels), self.plan.warmup_s, pinned)
+                warm = (server.resident_bytes(), requests_answered(_metrics(server)))
+            for concurrency in levels:
                 self._load(server, concurrency, self.plan.warmup_s, pinned)
-                if memory and warm is None:
-                    warm = (server.resident_bytes(), requests_answered(_metrics(server)))
                 point = self._measure(server, concurrency, pinned)
                 self.run.points.append(point)
                 logger.info(

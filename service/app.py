@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __doc__ as service_doc
@@ -27,7 +28,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestContext
 from service.preprocess import preprocess
 from service.repository import ModelRepository, SelfTestDigit, resolve_device
-from service.routes import health, models, predict
+from service.routes import health, models, page, predict
 from service.runtime import Runtime
 from service.schemas import ErrorDetail, ErrorResponse, ImageJSON
 from service.settings import Settings
@@ -52,7 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await stop(runtime)
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from package files instead of a CDN, so /docs
+    # works on machines without internet access.
+    app = FastAPIOffline(
         title="digits",
         version=API_VERSION,
         summary="Handwritten-digit recognition over HTTP.",
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(page.router)
     _install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -75,7 +75,14 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[s
 
 
 def percent(fraction: float, digits: int = 1) -> str:
-    return f"{100 * fraction:.{digits}f}%"
+    """For people: never "100.0%" or "0.0%" for what is only nearly certain or impossible."""
+    step = 10.0**-digits
+    text = f"{100 * fraction:.{digits}f}"
+    if fraction < 1 and float(text) >= 100:
+        return f">{100 - step:.{digits}f}%"
+    if fraction > 0 and float(text) <= 0:
+        return f"<{step:.{digits}f}%"
+    return text + "%"
 
 
 # ---- digits predict -------------------------------------------------------------------------

@@ -32,6 +32,8 @@ RAW_IMAGE_TYPES = frozenset(
         "image/tiff",
         "image/gif",
         "application/octet-stream",
+        # What `curl --data-binary @digit.png` sends when no type is given.
+        "application/x-www-form-urlencoded",
     }
 )
 MULTIPART = "multipart/form-data"

@@ -7,21 +7,64 @@ from typing import Any
 
 from service.schemas import ErrorResponse
 
-_ERROR_CODES: dict[int, str] = {
-    400: "The body is empty, not an image, truncated or corrupt, or holds no digit.",
-    401: "An API key is required and was missing or wrong.",
-    404: "No such model or version.",
-    413: "The body is over the size limit, or the image has too many pixels.",
-    415: "The content type is not one the route accepts.",
-    422: "A query parameter is invalid.",
-    500: "The model failed on this batch (not caused by the request).",
-    503: "Overloaded (queue full), shutting down, or the model is not ready. See Retry-After.",
-    504: "The request waited past its deadline in the queue and was not run.",
+#: status -> (when it is returned, an example code, an example message)
+_ERROR_CODES: dict[int, tuple[str, str, str]] = {
+    400: (
+        "The body is empty, not an image, truncated or corrupt, or holds no digit.",
+        "bad_image",
+        "cannot decode the image: truncated PNG",
+    ),
+    401: (
+        "An API key is required and was missing or wrong.",
+        "unauthorized",
+        "an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'",
+    ),
+    404: ("No such model or version.", "not_found", "no model lenet7; serving: default/1"),
+    413: (
+        "The body is over the size limit, or the image has too many pixels.",
+        "payload_too_large",
+        "image of 30000x30000 pixels is over the limit of 40000000 pixels",
+    ),
+    415: (
+        "The content type is not one the route accepts.",
+        "unsupported_media_type",
+        "content type 'text/html' is not accepted; send the image bytes as image/png, ...",
+    ),
+    422: (
+        "A query parameter is invalid.",
+        "invalid_parameter",
+        "query.version: String should match pattern '^[1-9][0-9]{0,8}$'",
+    ),
+    500: (
+        "The model failed on this batch (not caused by the request).",
+        "inference_failed",
+        "model 'default/1' failed on a batch of 12",
+    ),
+    503: (
+        "Overloaded (queue full), shutting down, or the model is not ready. See Retry-After.",
+        "overloaded",
+        "model 'default/1' is overloaded (1024 requests queued); retry later",
+    ),
+    504: (
+        "The request waited past its deadline in the queue and was not run.",
+        "deadline_exceeded",
+        "request to 'default/1' waited past its deadline and was not run",
+    ),
 }
+
+
+def _error_response(status: int, text: str, code: str, message: str) -> dict[str, Any]:
+    example = {"error": {"status": status, "code": code, "message": message, "request_id": "7f3c"}}
+    return {
+        "model": ErrorResponse,
+        "description": text,
+        "content": {"application/json": {"example": example}},
+    }
+
 
 #: ``responses=`` for routes that take images: every error in the one documented shape.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text} for status, text in _ERROR_CODES.items()
+    status: _error_response(status, *entry) for status, entry in _ERROR_CODES.items()
 }
 
 #: ``responses=`` for the read-only routes.

@@ -100,8 +100,8 @@ def encode(
     image: np.ndarray | None = None,
 ) -> Prediction:
     """A batch row of probabilities -> the API's answer."""
-    probabilities = [float(p) for p in result.output]
-    digit = int(np.argmax(result.output))
+    probabilities: list[float] = result.output.tolist()
+    digit = probabilities.index(max(probabilities))  # the first of equal maxima, as argmax
     confidence = probabilities[digit]
     return Prediction(
         digit=digit,

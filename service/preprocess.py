@@ -87,8 +87,10 @@ _PIXEL_READ_ERRORS: Final = (OSError, SyntaxError, EOFError, struct.error, zlib.
 #: Large images are reduced to about this many pixels before the photo-cleaning steps: enough
 #: for a digit that fills a tenth of a photo, and it bounds the per-request work and memory.
 WORK_PIXELS: Final = 320 * 240
-#: JPEGs are decoded at a reduced DCT scale (1/2, 1/4, 1/8) while both sides stay above this.
-_JPEG_DRAFT_SIDE: Final = 256
+#: JPEGs are decoded at a reduced DCT scale (1/2, 1/4, 1/8) while both sides stay at least
+#: this long: the shorter side of the working resolution, so no detail that would be kept is
+#: lost, and a 640x480 photo decodes straight to 320x240.
+_JPEG_DRAFT_SIDE: Final = 240
 
 MNIST_SIDE: Final = 28
 #: MNIST scales the ink's bounding box so that its longer side is this many pixels.
@@ -463,7 +465,8 @@ def _normalise_contrast(ink: FloatArray) -> FloatArray:
     # also holds the ink, and whatever else stands out: a table around the paper, say), before
     # and after the shadows are taken away: either can be inflated (by an unfitted shadow, by
     # a shadow's or a huge stroke's blurred edge), the noise is the smaller.
-    noise = min(_dark_side_noise(unlit), _dark_side_noise(signal))
+    unlit_signal = unlit / np.maximum(np.float32(1.0) - lighting, np.float32(0.05))
+    noise = min(_dark_side_noise(unlit_signal), _dark_side_noise(signal))
     floor = max(_NOISE_SIGMAS * noise, _MIN_CONTRAST / 2)
     strong = signal[signal > floor]
     if strong.size == 0:

@@ -50,6 +50,34 @@ class Timing(_Body):
 class Prediction(_Body):
     """One image's answer."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "digit": 7,
+                    "confidence": 0.9974,
+                    "probabilities": [
+                        0.0002,
+                        0.0001,
+                        0.0004,
+                        0.0003,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.9974,
+                        0.0014,
+                        0.0003,
+                    ],
+                    "uncertain": False,
+                    "model": {"name": "default", "version": "1"},
+                    "timing_ms": {"queue": 0.073, "inference": 1.233, "total": 2.256},
+                    "batch_size": 1,
+                }
+            ]
+        },
+    )
+
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
     confidence: float = Field(
         ge=0.0,

@@ -71,9 +71,10 @@ async def predict(
 
     The body is the image itself (`image/png`, `image/jpeg`, `image/webp`, `image/bmp`,
     `image/tiff`, `image/gif`, or `application/octet-stream` — the format is sniffed from the
-    bytes), or `multipart/form-data` with the image in a field `file`, or JSON
-    `{"image": "<base64>"}`. The picture is cleaned up the way MNIST was made (grey, white ink
-    on black, cropped, scaled to 20 px, centred by mass in 28x28) and classified.
+    bytes, and curl's default `application/x-www-form-urlencoded` is read the same way), or
+    `multipart/form-data` with the image in a field `file`, or JSON `{"image": "<base64>"}`.
+    The picture is cleaned up the way MNIST was made (grey, white ink on black, cropped,
+    scaled to 20 px, centred by mass in 28x28) and classified.
 
     The answer holds the digit, its calibrated confidence, all ten probabilities, whether the
     confidence is under the service's threshold (`uncertain`: send it to a person), which model

@@ -101,7 +101,15 @@
     statusLine.classList.toggle("error", isError);
   }
 
-  const percent = (p, digits = 1) => `${(100 * p).toFixed(digits)}%`;
+  // A percentage for people: never "100.0%" or "0.0%" for what is only nearly certain or
+  // nearly impossible.
+  function percent(p, digits = 1) {
+    const step = 10 ** -digits;
+    const text = (100 * p).toFixed(digits);
+    if (p < 1 && Number(text) >= 100) return `>${(100 - step).toFixed(digits)}%`;
+    if (p > 0 && Number(text) <= 0) return `<${step.toFixed(digits)}%`;
+    return `${text}%`;
+  }
 
   // ---- models ----------------------------------------------------------------------------
 
@@ -216,7 +224,7 @@
     probabilities.forEach((p, digit) => {
       const row = bars.children[digit];
       row.classList.toggle("best", digit === top);
-      row.querySelector(".fill").style.width = percent(p, 2);
+      row.querySelector(".fill").style.width = `${100 * p}%`;
       row.querySelector(".pct").textContent = percent(p);
     });
   }

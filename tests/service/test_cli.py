@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import format_table, main
+from service.cli import format_table, main, percent
 from tests.service.conftest import (
     REPO,
     SELFTEST_DIR,
@@ -218,3 +218,15 @@ def test_table_pads_every_column_but_the_free_text_last() -> None:
         "long cell  x   y",
         "z          an error that runs long",
     ]
+
+
+def test_percentages_never_round_to_certainty() -> None:
+    assert [percent(p) for p in (1.0, 0.99996, 0.9994, 0.5, 0.00001, 0.0)] == [
+        "100.0%",
+        ">99.9%",
+        "99.9%",
+        "50.0%",
+        "<0.1%",
+        "0.0%",
+    ]
+    assert percent(0.99999, 2) == ">99.99%"

@@ -10,7 +10,7 @@ EXPECTED_PARAMETERS = {
     "mlp": 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10,  # 109,386
     "lenet1": (4 * 25 + 4) + (12 * 4 * 25 + 12) + (192 * 10 + 10),  # 3,246
     "lenet5": 156 + 2_416 + 48_120 + 10_164 + 850,  # 61,706 (C3 fully connected, linear output)
-    "cnn_small": 260 + 5_020 + 16_050 + 510,  # 21,840 (pytorch/examples)
+    "cnn_small": 832 + 51_264 + 3_212_288 + 10_250,  # 3,274,634 (TensorFlow tutorial)
     # 3x3 convs without bias (BatchNorm follows) + BatchNorm affine + 1960-200-500-10.
     "cnn_bn": (45 + 450 + 1_800 + 7_200) + 2 * (5 + 10 + 20 + 40) + 392_200 + 100_500 + 5_010,
 }
