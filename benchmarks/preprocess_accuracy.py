@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -145,7 +146,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models"))
     parser.add_argument(
-        "--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/mnist"
+        "--data-dir",
+        type=Path,
+        default=Path(
+            os.environ.get(
+                "DIGITS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist"
+            )
+        ),
+        help="MNIST IDX files (default: $DIGITS_DATA_DIR, else ../shared/data/mnist)",
     )
     parser.add_argument("--per-kind", type=int, default=1000, help="digits per image kind")
     parser.add_argument("--seed", type=int, default=0, help="picks the digits and their images")

@@ -86,7 +86,8 @@ _PIXEL_READ_ERRORS: Final = (OSError, SyntaxError, EOFError, struct.error, zlib.
 
 #: Large images are reduced to about this many pixels before the photo-cleaning steps: enough
 #: for a digit that fills a tenth of a photo, and it bounds the per-request work and memory.
-WORK_PIXELS: Final = 320 * 240
+#: (300x300 leaves 280x280 canvas exports and half-scale 640x480 photos as they are.)
+WORK_PIXELS: Final = 300 * 300
 #: JPEGs are decoded at a reduced DCT scale (1/2, 1/4, 1/8) while both sides stay at least
 #: this long: the shorter side of the working resolution, so no detail that would be kept is
 #: lost, and a 640x480 photo decodes straight to 320x240.

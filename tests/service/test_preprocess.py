@@ -6,6 +6,7 @@ Images are made here from real MNIST test digits (``benchmarks.image_kinds``) an
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import struct
@@ -804,6 +805,7 @@ def test_encode_png_refuses_a_wrong_shape() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _small_samples() -> list[bytes]:
     """Valid small images of every accepted format, for the fuzzer to mutate."""
     base = Image.new("L", (24, 24), 255)
@@ -818,10 +820,6 @@ def _small_samples() -> list[bytes]:
     ]
 
 
-_SAMPLES = _small_samples()
-_SIGNATURES = [sample[:12] for sample in _SAMPLES]
-
-
 @st.composite
 def client_bytes(draw: st.DrawFn) -> bytes:
     """Arbitrary bytes, bytes behind a real signature, or a real image with bytes changed."""
@@ -829,8 +827,9 @@ def client_bytes(draw: st.DrawFn) -> bytes:
     if choice == 0:
         return draw(st.binary(max_size=512))
     if choice == 1:
-        return draw(st.sampled_from(_SIGNATURES)) + draw(st.binary(max_size=512))
-    data = bytearray(draw(st.sampled_from(_SAMPLES)))
+        signature = draw(st.sampled_from(_small_samples()))[:12]
+        return signature + draw(st.binary(max_size=512))
+    data = bytearray(draw(st.sampled_from(_small_samples())))
     for _ in range(draw(st.integers(1, 8))):
         position = draw(st.integers(0, len(data) - 1))
         data[position] = draw(st.integers(0, 255))
