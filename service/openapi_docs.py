@@ -11,8 +11,8 @@ from service.schemas import ErrorResponse
 _ERROR_CODES: dict[int, tuple[str, str, str]] = {
     400: (
         "The body is empty, not an image, truncated or corrupt, or holds no digit.",
-        "bad_image",
-        "cannot decode the image: truncated PNG",
+        "not_an_image",
+        "the body is not an image this service can read",
     ),
     401: (
         "An API key is required and was missing or wrong.",
@@ -22,7 +22,7 @@ _ERROR_CODES: dict[int, tuple[str, str, str]] = {
     404: ("No such model or version.", "not_found", "no model lenet7; serving: default/1"),
     413: (
         "The body is over the size limit, or the image has too many pixels.",
-        "payload_too_large",
+        "image_too_large",
         "image of 30000x30000 pixels is over the limit of 40000000 pixels",
     ),
     415: (

@@ -18,10 +18,13 @@ class _Body(BaseModel):
 class ErrorDetail(_Body):
     status: int = Field(description="The HTTP status, repeated for clients that lose it.")
     code: str = Field(
-        description="Stable machine-readable reason, e.g. bad_image, payload_too_large, "
-        "unsupported_media_type, not_found, invalid_parameter, overloaded, not_ready, "
-        "shutting_down, deadline_exceeded, inference_failed, unauthorized.",
-        examples=["bad_image"],
+        description="Stable machine-readable reason. 400: empty_body, empty_image, "
+        "not_an_image, corrupt_image, no_digit, bad_json, bad_base64, bad_multipart, no_file; "
+        "401: unauthorized; 404: not_found; 405: method_not_allowed; 413: payload_too_large, "
+        "image_too_large; 415: unsupported_media_type; 422: invalid_parameter; "
+        "500: inference_failed, internal_error; 503: overloaded, shutting_down, model_failed, "
+        "not_running, no_models; 504: deadline_exceeded.",
+        examples=["not_an_image"],
     )
     message: str = Field(description="What went wrong, for people.")
     request_id: str | None = Field(default=None, description="Echo of X-Request-ID.")

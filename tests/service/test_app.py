@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 import io
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
