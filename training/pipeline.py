@@ -91,7 +91,8 @@ def _optimizer_description(recipe: TrainingRecipe) -> str:
     loss = "cross-entropy"
     if recipe.label_smoothing:
         loss += f" with label smoothing {recipe.label_smoothing:g}"
-    return f"{names[recipe.optimizer]}; loss {loss}; keeps the best-on-validation epoch"
+    precision = "; bfloat16 autocast in training" if recipe.bfloat16 else ""
+    return f"{names[recipe.optimizer]}; loss {loss}{precision}; keeps the best-on-validation epoch"
 
 
 def _stage_dir(package_dir: Path) -> Path:
@@ -118,7 +119,6 @@ def train_and_export(
     device = select_device(options.device)
     torch.manual_seed(recipe.seed)  # the network's initial weights
     network = architecture.build()
-    suffix = "-dry-run" if options.dry_run else ""
     logger.info(
         "training %s (%d parameters) on %s: %s",
         architecture.name,
@@ -126,6 +126,7 @@ def train_and_export(
         _device_description(device),
         recipe,
     )
+    suffix = "-dry-run" if options.dry_run else ""
     fitted = fit(
         network,
         splits.train,
@@ -136,7 +137,6 @@ def train_and_export(
         resume=options.resume,
         max_batches=DRY_RUN_BATCHES if options.dry_run else None,
     )
-
     # Temperature on the validation split, from the eager network's logits.
     validation_logits = predict_logits(network.eval(), splits.validation, device=device)
     temperature = fit_temperature(validation_logits, splits.validation.labels)
@@ -144,14 +144,60 @@ def train_and_export(
 
     package_dir = options.out_dir / architecture.name / options.version
     staging = _stage_dir(package_dir)
-    check_batch = to_float(splits.validation.images[:CHECK_BATCH_SIZE])  # (64, 1, 28, 28)
-    exported = export_model_files(network, temperature, staging, check_batch)
+    try:
+        check_batch = to_float(splits.validation.images[:CHECK_BATCH_SIZE])  # (64, 1, 28, 28)
+        exported = export_model_files(network, temperature, staging, check_batch)
+        measured = _measure(exported.torchscript, splits, temperature, ece_before)
+        _write_reports(architecture.name, fitted, splits, measured.test_logits, staging)
+        card = ModelCard(
+            name=architecture.name,
+            version=options.version,
+            architecture=architecture.name,
+            description=_description(architecture, options),
+            parameters=count_parameters(network),
+            input=INPUT_SPEC,
+            output=OUTPUT_SPEC,
+            labels=LABELS,
+            metrics=measured.metrics,
+            calibration=measured.calibration,
+            training=_training_settings(recipe, device, fitted),
+            dataset=_dataset_info(splits),
+            files=exported.describe(),
+            torch_version=torch.__version__,
+            created_at=datetime.now(UTC),
+            command=options.command,
+        )
+        write_card(card, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, package_dir)
+    summary = PackageSummary(
+        package_dir=package_dir,
+        card=card,
+        target_accuracy=architecture.target_accuracy,
+        source_accuracy=architecture.source_accuracy,
+        test_ece=expected_calibration_error(measured.test_logits, splits.test.labels),
+        dry_run=options.dry_run,
+    )
+    _log_outcome(summary)
+    return summary
 
-    # From here on, every figure comes from the exported file.
-    scripted = exported.torchscript
+
+@dataclass(frozen=True)
+class _Measured:
+    metrics: Metrics
+    calibration: Calibration
+    test_logits: torch.Tensor  # (10000, 10), the exported file's outputs
+
+
+def _measure(
+    exported: torch.jit.ScriptModule, splits: MnistSplits, temperature: float, ece_before: float
+) -> _Measured:
+    """Accuracy, NLL and calibrated ECE of the exported file (it normalises and scales itself)."""
     cpu = torch.device("cpu")
-    validation_out = predict_logits(scripted, splits.validation, device=cpu, normalised_input=False)
-    test_out = predict_logits(scripted, splits.test, device=cpu, normalised_input=False)
+    validation_out = predict_logits(exported, splits.validation, device=cpu, normalised_input=False)
+    test_out = predict_logits(exported, splits.test, device=cpu, normalised_input=False)
     metrics = Metrics(
         test_accuracy=_accuracy(test_out, splits.test.labels),
         test_samples=len(splits.test),
@@ -165,66 +211,45 @@ def train_and_export(
         ece_after=expected_calibration_error(validation_out, splits.validation.labels),
         bins=ECE_BINS,
     )
-    _write_reports(architecture.name, fitted, splits, test_out, staging)
+    return _Measured(metrics, calibration, test_out)
 
-    card = ModelCard(
-        name=architecture.name,
-        version=options.version,
-        architecture=architecture.name,
-        description=_description(architecture, recipe, options),
-        parameters=count_parameters(network),
-        input=INPUT_SPEC,
-        output=OUTPUT_SPEC,
-        labels=LABELS,
-        metrics=metrics,
-        calibration=calibration,
-        training=TrainingSettings(
-            epochs=recipe.epochs,
-            optimizer=_optimizer_description(recipe),
-            lr=recipe.lr,
-            weight_decay=recipe.weight_decay,
-            batch_size=recipe.batch_size,
-            schedule=recipe.describe_schedule(),
-            augmentation=recipe.augmentation.describe() if recipe.augmentation else None,
-            seed=recipe.seed,
-            device=_device_description(device),
-            duration_s=round(fitted.duration_s, 1),
-        ),
-        dataset=DatasetInfo(
-            train_samples=len(splits.train),
-            validation_samples=len(splits.validation),
-            test_samples=len(splits.test),
-            split_seed=splits.split_seed,
-            sha256=splits.sha256,
-        ),
-        files=exported.describe(),
-        torch_version=torch.__version__,
-        created_at=datetime.now(UTC),
-        command=options.command,
+
+def _training_settings(
+    recipe: TrainingRecipe, device: torch.device, fitted: FitResult
+) -> TrainingSettings:
+    return TrainingSettings(
+        epochs=recipe.epochs,
+        optimizer=_optimizer_description(recipe),
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        batch_size=recipe.batch_size,
+        schedule=recipe.describe_schedule(),
+        augmentation=recipe.augmentation.describe() if recipe.augmentation else None,
+        seed=recipe.seed,
+        device=_device_description(device),
+        duration_s=round(fitted.duration_s, 1),
     )
-    write_card(card, staging)
-    _publish(staging, package_dir)
-    summary = PackageSummary(
-        package_dir=package_dir,
-        card=card,
-        target_accuracy=architecture.target_accuracy,
-        source_accuracy=architecture.source_accuracy,
-        test_ece=expected_calibration_error(test_out, splits.test.labels),
-        dry_run=options.dry_run,
+
+
+def _dataset_info(splits: MnistSplits) -> DatasetInfo:
+    return DatasetInfo(
+        train_samples=len(splits.train),
+        validation_samples=len(splits.validation),
+        test_samples=len(splits.test),
+        split_seed=splits.split_seed,
+        sha256=splits.sha256,
     )
-    _log_outcome(summary)
-    return summary
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).double().mean())
 
 
-def _description(architecture: Architecture, recipe: TrainingRecipe, options: RunOptions) -> str:
+def _description(architecture: Architecture, options: RunOptions) -> str:
     text = (
-        f"{architecture.description} Source: {architecture.source} "
-        f"(reports {architecture.source_accuracy:.2%} on the MNIST test set). "
-        f"Target: {architecture.target_accuracy:.2%}."
+        f"{architecture.description} Reference: {architecture.source}, "
+        f"{architecture.source_accuracy:.2%} on the MNIST test set; "
+        f"target {architecture.target_accuracy:.2%}."
     )
     if options.dry_run:
         text = f"DRY RUN ({DRY_RUN_BATCHES} batches of one epoch): not a usable model. " + text
