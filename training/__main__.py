@@ -100,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     results = commands.add_parser("results", help="Markdown table of the packages in a folder")
     results.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "models", help="model folder (default: %(default)s)"
+        "--model-dir",
+        "--out",
+        dest="out",
+        type=Path,
+        default=REPO_ROOT / "models",
+        help="model folder to read (default: %(default)s)",
     )
     return parser
 
