@@ -70,6 +70,7 @@ class RequestContext:
                 logger.info(
                     "request",
                     extra={
+                        "request_id": request_id,
                         "method": scope["method"],
                         "path": path,
                         "status": status,

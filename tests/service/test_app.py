@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from PIL import Image
@@ -350,3 +351,39 @@ def test_openapi_documents_every_error_in_the_one_shape() -> None:
         assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
     assert "image/png" in predict["requestBody"]["content"]
     assert "multipart/form-data" in predict["requestBody"]["content"]
+
+
+async def test_watching_the_model_folder_serves_a_dropped_in_package(model_dir: Path) -> None:
+    write_package(model_dir, "default")
+    async with running_app(model_dir=model_dir, selftest=False, reload_interval_s=0.05) as client:
+        write_package(model_dir, "extra")
+        for _ in range(200):  # bounded: the watcher re-scans every 50 ms
+            names = {m["name"] for m in (await client.get("/models")).json()["models"]}
+            if "extra" in names:
+                break
+            await anyio.sleep(0.05)
+        answer = await client.post("/predict?model=extra", content=digit_png(4))
+    assert "extra" in names
+    assert answer.status_code == 200 and answer.json()["model"]["name"] == "extra"
+
+
+async def test_one_log_line_per_request_with_its_id_and_never_the_key(
+    trained_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="service.access")
+    async with running_app(
+        model_dir=trained_model_dir, default_model="lenet5", api_keys=[KEY]
+    ) as client:
+        await client.post(
+            "/predict",
+            content=digit_png(8),
+            headers={"x-api-key": KEY, "x-request-id": "req-42"},
+        )
+    lines = [r for r in caplog.records if r.name == "service.access"]
+    assert len(lines) == 1
+    line = lines[0].__dict__
+    assert line["status"] == 200 and line["path"] == "/predict"
+    assert line["model"] == "lenet5/1" and line["batch_size"] >= 1
+    assert "latency_ms" in line
+    assert line["request_id"] == "req-42"
+    assert all(KEY not in record.getMessage() + str(record.__dict__) for record in caplog.records)
