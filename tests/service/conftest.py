@@ -160,6 +160,21 @@ async def running_app(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+@pytest.fixture(scope="session")
+def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real server for the session: lenet5 (the default) and mlp, trained, no API key.
+    Tests that use it must not change what it serves."""
+    root = tmp_path_factory.mktemp("trained-service")
+    model_dir = root / "models"
+    copy_bundled(model_dir, "lenet5")
+    copy_bundled(model_dir, "mlp")
+    with serve_in_subprocess(model_dir, root / "server.log", DIGITS_DEFAULT_MODEL="lenet5") as (
+        url,
+        _,
+    ):
+        yield url
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,26 +15,10 @@ from service.cli import format_table, main, percent
 from tests.service.conftest import (
     REPO,
     SELFTEST_DIR,
-    copy_bundled,
     free_port,
-    serve_in_subprocess,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Two trained models, lenet5 the default; one server for the whole module."""
-    root = tmp_path_factory.mktemp("cli-service")
-    model_dir = root / "models"
-    copy_bundled(model_dir, "lenet5")
-    copy_bundled(model_dir, "mlp")
-    with serve_in_subprocess(model_dir, root / "server.log", DIGITS_DEFAULT_MODEL="lenet5") as (
-        url,
-        _,
-    ):
-        yield url
 
 
 @pytest.fixture

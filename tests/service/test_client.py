@@ -15,7 +15,6 @@ from PIL import Image
 from service.client import DigitsClient, DigitsError
 from tests.service.conftest import (
     SELFTEST_DIR,
-    copy_bundled,
     digit_png,
     free_port,
     serve_in_subprocess,
@@ -25,20 +24,6 @@ from tests.service.conftest import (
 pytestmark = pytest.mark.slow
 
 KEY = "client-test-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Two trained models, lenet5 the default; one server for the whole module."""
-    root = tmp_path_factory.mktemp("client-service")
-    model_dir = root / "models"
-    copy_bundled(model_dir, "lenet5")
-    copy_bundled(model_dir, "mlp")
-    with serve_in_subprocess(model_dir, root / "server.log", DIGITS_DEFAULT_MODEL="lenet5") as (
-        url,
-        _,
-    ):
-        yield url
 
 
 @pytest.fixture

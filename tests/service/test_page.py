@@ -17,7 +17,6 @@ from PIL import Image
 from service.routes.page import PAGE_CSP
 from tests.service.conftest import (
     SELFTEST_DIR,
-    copy_bundled,
     running_app,
     serve_in_subprocess,
     write_package,
@@ -141,19 +140,6 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
-def trained_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("page-service")
-    model_dir = root / "models"
-    copy_bundled(model_dir, "lenet5")
-    copy_bundled(model_dir, "mlp")
-    with serve_in_subprocess(model_dir, root / "server.log", DIGITS_DEFAULT_MODEL="lenet5") as (
-        url,
-        _,
-    ):
-        yield url
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1000, "height": 800})
@@ -201,8 +187,8 @@ def seen_image(page: Page) -> Image.Image:
 
 
 @pytest.mark.slow
-def test_drawn_strokes_are_read(page: Page, trained_service: str) -> None:
-    page.goto(trained_service + "/")
+def test_drawn_strokes_are_read(page: Page, service_url: str) -> None:
+    page.goto(service_url + "/")
     page.wait_for_selector("#model:not([disabled])")
     assert page.input_value("#model") == "lenet5/1"
     assert "All models (compare)" in page.inner_text("#model")
@@ -223,8 +209,8 @@ def test_drawn_strokes_are_read(page: Page, trained_service: str) -> None:
 
 
 @pytest.mark.slow
-def test_uploaded_file_is_read_and_the_models_view_shown(page: Page, trained_service: str) -> None:
-    page.goto(trained_service + "/")
+def test_uploaded_file_is_read_and_the_models_view_shown(page: Page, service_url: str) -> None:
+    page.goto(service_url + "/")
     page.wait_for_selector("#model:not([disabled])")
     shipped = sorted(SELFTEST_DIR.glob("digit4_*.png"))[0]
     page.set_input_files("#file", str(shipped))
