@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= ../shared/data/mnist
 MODEL_DIR ?= models
 
-.PHONY: serve test lint train train-dry-run fmt openapi system-deps clean
+.PHONY: serve test lint train train-dry-run fmt openapi bench bench-quick system-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,12 +36,21 @@ train: $(STAMP)
 train-dry-run: $(STAMP)
 	$(PY) -m training train --arch lenet5 --data-dir $(DATA_DIR) --out /tmp/digits-dry-run --dry-run
 
+# The load benchmark (BENCHMARKS.md): the service as a real process driven by wrk, beside the
+# HTTP ceiling, a naive server and LitServe. About 20 minutes; bench-quick about 4.
+bench: $(STAMP)
+	$(PY) -m benchmarks.load --output runs/bench.md --json runs/bench.json
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.load --quick
+
 openapi: $(STAMP)
 	$(PY) -m service openapi > openapi.json
 
-# Debian packages some tests drive for real: Chromium (the page, end to end) and nginx (the
-# scaled-out compose variant's config). Tests that need them skip, saying why, when absent.
-SYSTEM_DEPS := chromium nginx
+# Debian packages some tests drive for real: Chromium (the page, end to end), nginx (the
+# scaled-out compose variant's config) and wrk (the benchmarks' load generator). Tests that
+# need them skip, saying why, when absent.
+SYSTEM_DEPS := chromium nginx wrk
 system-deps:
 	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

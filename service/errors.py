@@ -89,6 +89,14 @@ class Unavailable(ServiceError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class ClientGone(ServiceError):
+    """The client disconnected before its answer was ready; nothing can be sent back (499 is
+    the conventional status for logs and metrics)."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class DeadlineExceeded(ServiceError):
     """The request waited in the queue past its deadline and was dropped before inference."""
 

@@ -16,8 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BadImage, PayloadTooLarge, UnsupportedMediaType
-from service.pipeline import ClientGone
+from service.errors import BadImage, ClientGone, PayloadTooLarge, UnsupportedMediaType
 
 #: Content types taken as the image itself (the bytes are sniffed; the type is not trusted).
 RAW_IMAGE_TYPES = frozenset(

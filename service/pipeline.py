@@ -20,7 +20,7 @@ import numpy as np
 from starlette.requests import Request
 
 from service import batcher
-from service.errors import ServiceError
+from service.errors import ClientGone
 from service.preprocess import encode_png, preprocess
 from service.repository import ServedModel
 from service.runtime import Runtime
@@ -39,13 +39,6 @@ _PNG_SIZE_END = 24
 #: A request still waiting for its answer this long starts watching for its client leaving.
 #: Shorter waits are cheaper to finish than to watch (a watcher is a task per request).
 WATCH_CLIENT_AFTER_S = 0.05
-
-
-class ClientGone(ServiceError):
-    """The client disconnected before its answer was ready; nothing is sent back."""
-
-    status = 499
-    code = "client_closed_request"
 
 
 async def decode(runtime: Runtime, data: bytes) -> np.ndarray:

@@ -19,7 +19,7 @@ class Runtime:
     settings: Settings
     repository: ModelRepository
     metrics: ServiceMetrics
-    #: Decoding and preprocessing run here, never on the event loop.
+    #: Decoding and preprocessing of all but tiny images run here, off the event loop.
     decode_pool: ThreadPoolExecutor
     shutting_down: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)

@@ -6,9 +6,8 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from service.errors import PayloadTooLarge
+from service.errors import ClientGone, PayloadTooLarge
 from service.intake import read_body
-from service.pipeline import ClientGone
 
 pytestmark = pytest.mark.anyio
 

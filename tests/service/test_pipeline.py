@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from service import pipeline
+from service.errors import ClientGone
 from service.metrics import ServiceMetrics
 from service.repository import ModelRepository
 from service.runtime import Runtime
@@ -130,7 +131,7 @@ async def test_a_client_leaving_a_waiting_request_cancels_its_work() -> None:
     )
     await asyncio.wait_for(client.receiving.wait(), WAIT_S)  # the watch has begun
     client.left.set()
-    with pytest.raises(pipeline.ClientGone):
+    with pytest.raises(ClientGone):
         await asyncio.wait_for(waiting, WAIT_S)
     assert work.cancelled()  # a queued batcher request is then dropped before inference
 
