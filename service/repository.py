@@ -165,6 +165,20 @@ def warm_up(
                     raise PackageError(f"model returns shape {tuple(out.shape)}, not ({size}, 10)")
 
 
+def single_image_ms(module: torch.jit.ScriptModule, device: torch.device, runs: int = 7) -> float:
+    """Median milliseconds of a one-image forward pass (after warm-up)."""
+    image = torch.zeros(1, 1, 28, 28, device=device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(runs):
+            started = time.perf_counter()
+            module(image)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append((time.perf_counter() - started) * 1000.0)
+    return sorted(times)[runs // 2]
+
+
 def self_test(
     module: torch.jit.ScriptModule, device: torch.device, digits: list[SelfTestDigit]
 ) -> None:
@@ -305,6 +319,7 @@ class ModelRepository:
         module = load_module(path, card, self._device)
         batching = self._settings.batching_for(card.name)
         warm_up(module, self._device, sorted({1, batching.max_batch_size}))
+        single_ms = single_image_ms(module, self._device)
         if self._settings.selftest:
             self_test(module, self._device, self._selftest_digits)
         name, version = card.name, card.version
@@ -322,12 +337,14 @@ class ModelRepository:
             queue_size=batching.queue_size,
             device=self._device,
             on_batch=report,
+            lone_on_loop=single_ms < self._settings.lone_on_loop_below_ms,
         )
         logger.info(
             "model loaded",
             extra={
                 "model": f"{name}/{version}",
                 "seconds": round(time.perf_counter() - started, 3),
+                "single_image_ms": round(single_ms, 3),
             },
         )
         return ServedModel(card, path, module, self._device, batching, batcher, fingerprint)

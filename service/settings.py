@@ -84,6 +84,12 @@ class Settings(BaseSettings):
 
     # --- process
     torch_threads: int = Field(default=1, ge=1, description="Intra-op threads for inference.")
+    lone_on_loop_below_ms: float = Field(
+        default=0.25,
+        ge=0.0,
+        description="A lone request runs on the event loop (no thread hand-off) for models "
+        "whose one-image forward pass takes less than this (0: never).",
+    )
     preprocess_threads: int = Field(default=2, ge=1, description="Threads decoding images.")
     shutdown_grace_s: float = Field(default=10.0, ge=0.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -204,6 +204,23 @@ async def test_predict_runs_in_one_inference_thread_under_inference_mode() -> No
     assert predict.in_inference_mode == [True, True, True]
 
 
+async def test_lone_on_loop_runs_a_batch_of_one_on_the_loop_and_larger_ones_in_the_thread() -> None:
+    predict = HeldPredict()
+    loop_thread = threading.get_ident()
+    async with serving(predict, lone_on_loop=True) as batcher:
+        alone = await within(batcher.submit(image(2.0)))
+        assert predict.threads == {loop_thread}  # no hand-off for the lone request
+        # Queued together before the worker runs: one batch of three, in the inference thread.
+        together = [batcher.enqueue(image(float(v))) for v in range(3)]
+        results = await answers(together)
+
+    assert summed(alone) == 2.0 * PIXELS
+    assert [summed(r) for r in results] == [v * PIXELS for v in range(3)]
+    assert predict.sizes == [1, 3]
+    assert len(predict.threads - {loop_thread}) == 1
+    assert predict.in_inference_mode == [True, True]
+
+
 async def test_channel_first_items_are_accepted() -> None:
     async with serving(HeldPredict()) as batcher:
         prediction = await within(batcher.submit(image(2.0)[np.newaxis]))  # (1, 28, 28)
