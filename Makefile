@@ -7,11 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= ../shared/data/mnist
 MODEL_DIR ?= models
 
-.PHONY: serve test lint train train-dry-run fmt openapi bench bench-quick system-deps clean
+.PHONY: serve test lint train train-dry-run fmt openapi bench bench-quick soak overload system-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,dev,bench]'
 	touch $(STAMP)
 
@@ -43,6 +42,14 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.load --quick
+
+# Issue 6's promises under load: 60 s soak (memory flat, no errors); 4x overload (200/503
+# only, recovery) and deadlines (504 before the model).
+soak: $(STAMP)
+	$(PY) -m benchmarks.stress soak
+
+overload: $(STAMP)
+	$(PY) -m benchmarks.stress overload
 
 openapi: $(STAMP)
 	$(PY) -m service openapi > openapi.json

@@ -16,8 +16,9 @@ overload
     request waits much past the deadline inside the service.
 
 ``wrk`` counts answers by status but keeps one latency histogram for all of them, and 503s
-are fast, so a few *probe* clients (threads beside wrk, each sending one request at a time)
-time every answer by status and read the 503s' headers and bodies.
+are faster than 200s, so in the overload and deadline phases 32 of the connections are
+*probe* clients (threads beside wrk, closed-loop like wrk's connections) that time every
+answer by status and read the 503s' headers and bodies.
 
 The server runs on CPU 0 and the load on CPU 1, as in ``benchmarks.load``.
 
@@ -72,8 +73,8 @@ class StressPlan:
     max_batch_size: int | None = None  # the service's default (64)
     deadline_ms: float = 20.0
     deadline_queue_size: int = 1024
-    probes: int = 4
-    probe_pause_s: float = 0.02
+    probes: int = 32
+    """Of the overload's connections, how many are probe clients (the rest are wrk's)."""
     pinned: bool = True
 
     @property
@@ -110,6 +111,8 @@ class Phase:
 
     name: str
     load: LoadResult
+    """wrk's part of the load (``connections - probe_clients`` connections)."""
+    probe_clients: int
     probes: tuple[ProbeAnswer, ...]
     memory: tuple[MemorySample, ...]
     scrape_before: str
@@ -234,12 +237,12 @@ def stress_service(
 
 
 class Probes:
-    """Client threads beside wrk, each sending one request at a time and recording it."""
+    """Client threads that behave like wrk's connections (each sends its next request as soon
+    as its answer arrives) and record every answer: status, time, Retry-After, error code."""
 
-    def __init__(self, server: RunningServer, count: int, pause_s: float, cpus: str | None):
+    def __init__(self, server: RunningServer, count: int, cpus: str | None):
         self._server = server
         self._count = count
-        self._pause_s = pause_s
         self._cpus = cpus
         self._stop = threading.Event()
         self._answers: list[ProbeAnswer] = []
@@ -279,7 +282,6 @@ class Probes:
                 connection = None
             with self._lock:
                 self._answers.append(answer)
-            self._stop.wait(self._pause_s)
         if connection is not None:
             connection.close()
 
@@ -352,13 +354,16 @@ class Driver:
         return self._wrk(connections, seconds)
 
     def phase(self, name: str, connections: int, seconds: float, *, probes: int = 0) -> Phase:
+        """``connections`` in all: ``probes`` probe clients and the rest wrk's."""
         before = scrape(self.server)
         with (
-            Probes(self.server, probes, self.plan.probe_pause_s, self._load_cpus) as probe,
+            Probes(self.server, probes, self._load_cpus) as probe,
             MemorySampler(self.server, self.plan.sample_every_s) as memory,
         ):
-            load = self._wrk(connections, seconds)
-        phase = Phase(name, load, probe.answers, memory.samples, before, scrape(self.server))
+            load = self._wrk(connections - probes, seconds)
+        phase = Phase(
+            name, load, probes, probe.answers, memory.samples, before, scrape(self.server)
+        )
         logger.info(
             "%s: c=%d %.0f req/s, p99 %.1f ms, not 200: %s, RSS max %.1f MiB",
             name,
@@ -457,9 +462,7 @@ def overload(
     with started(small_queue, plan, run, log_dir) as driver:
         driver.warm_up(plan.connections, plan.warmup_s)
         run.warm_resident_bytes["queue"] = driver.server.resident_bytes()
-        run.phases.append(
-            driver.phase("sustainable", plan.connections, plan.phase_s, probes=plan.probes)
-        )
+        run.phases.append(driver.phase("sustainable", plan.connections, plan.phase_s))
         run.phases.append(
             driver.phase("overload", plan.overload_connections, plan.phase_s, probes=plan.probes)
         )
@@ -619,7 +622,8 @@ def render(run: StressRun, environment: Mapping[str, str]) -> str:
     ]
     if any(phase.probes for phase in run.phases):
         parts.append(
-            "Probe clients (one request at a time each, beside wrk):\n\n" + _probe_table(run.phases)
+            "Probe clients (closed loop like wrk's connections, timed per answer):\n\n"
+            + _probe_table(run.phases)
         )
     if run.kind == "soak" and run.phases:
         parts.append("Resident memory during the soak:\n\n" + _memory_table(run))
@@ -637,8 +641,10 @@ def _phase_table(phases: Sequence[Phase]) -> str:
         load = phase.load
         statuses = ", ".join(f"{s}: {n:,}" for s, n in sorted(load.statuses.items()))
         sockets = ", ".join(f"{k}: {n}" for k, n in load.socket_errors.items() if n) or "0"
+        probes = f" + {phase.probe_clients}" if phase.probe_clients else ""
         lines.append(
-            f"| {phase.name} | {load.concurrency} | {load.duration_s:.1f} | {load.requests:,} "
+            f"| {phase.name} | {load.concurrency}{probes} | {load.duration_s:.1f} "
+            f"| {load.requests:,} "
             f"| {load.requests_per_s:,.0f} | {load.latency_ms['p50']:.1f} "
             f"| {load.latency_ms['p99']:.1f} | {statuses} | {sockets} "
             f"| {_number(phase.mean_batch)} | {_number(phase.mean_batch_ms)} "
@@ -725,7 +731,8 @@ def describe_environment(plan: StressPlan, kind: str) -> dict[str, str]:
             f"{plan.warmup_s:g} s warm-up, then {plan.phase_s:g} s each: sustainable "
             f"({plan.connections} connections), overload ({plan.overload_connections}), "
             f"recovery ({plan.connections}); deadline server: {plan.phase_s:g} s at "
-            f"{plan.overload_connections}; {plan.probes} probe clients"
+            f"{plan.overload_connections}; of the overload's connections {plan.probes} are "
+            "probe clients"
         )
     return environment
 

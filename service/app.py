@@ -25,7 +25,7 @@ from service import __doc__ as service_doc
 from service.errors import ServiceError
 from service.logs import request_id_var
 from service.metrics import ServiceMetrics
-from service.middleware import RequestContext
+from service.middleware import AdmissionLimit, RequestContext
 from service.preprocess import preprocess
 from service.repository import ModelRepository, SelfTestDigit, resolve_device
 from service.routes import health, models, page, predict
@@ -67,6 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(page.router)
     _install_error_handlers(app)
+    # Outermost last: RequestContext (id, log, metrics) -> CORS -> AdmissionLimit -> routes.
+    app.add_middleware(
+        AdmissionLimit,
+        limit=settings.in_flight_limit,
+        render=lambda error: error_response(
+            error.status, error.code, error.message, error.headers()
+        ),
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per-model overrides as JSON: {"lenet5": {"max_batch_size": 128}}.',
     )
+    max_in_flight: int = Field(
+        default=0,
+        ge=0,
+        description="/predict requests handled at once; beyond, 503 before the body is read "
+        "(0: queue_size + max_batch_size).",
+    )
     request_timeout_ms: float = Field(
         default=5000.0, gt=0.0, description="A request still queued after this gets a 504."
     )
@@ -132,6 +138,10 @@ class Settings(BaseSettings):
             max_wait_ms=self.max_wait_ms,
             queue_size=self.queue_size,
         )
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight or self.queue_size + self.max_batch_size
 
     def batching_for(self, model_name: str) -> BatchingSettings:
         """The batching in force for one model: its override, else the defaults."""

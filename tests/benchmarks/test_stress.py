@@ -71,7 +71,7 @@ def phase(
         {"mean": 1.0, "max": 9.0, "p50": 1.0, "p90": 2.0, "p99": p99},
     )
     memory = (MemorySample(1.0, int(rss_mib * MiB)),)
-    return Phase(name, load, probes, memory, "", "")
+    return Phase(name, load, len(probes), probes, memory, "", "")
 
 
 def run_of(*phases: Phase) -> StressRun:
@@ -136,7 +136,7 @@ def test_a_tiny_queue_under_overload_answers_200_or_503_and_recovers(tmp_path: P
         sample_every_s=0.5,
         queue_size=8,
         max_batch_size=8,
-        probes=2,
+        probes=16,
         pinned=False,
     )
     run = overload(models, plan, tmp_path / "logs", selftest=False, with_deadline=False)

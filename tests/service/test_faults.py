@@ -92,3 +92,25 @@ async def test_a_failing_model_gives_500_in_the_error_shape_and_others_serve(
             assert_error(failed, 500, "inference_failed")
         fine = await client.post("/predict", content=png)
         assert fine.status_code == 200
+
+
+async def test_requests_beyond_the_in_flight_limit_get_503_before_their_body_is_read(
+    model_dir: Path,
+) -> None:
+    write_package(model_dir, "default", module=SlowNet())
+    async with running_app(model_dir=model_dir, selftest=False, max_in_flight=2) as client:
+        png = digit_png(3)
+        responses = await asyncio.gather(*(client.post("/predict", content=png) for _ in range(12)))
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) >= 2 and statuses.count(503) >= 1, statuses
+        for response in responses:
+            if response.status_code == 503:
+                assert_error(response, 503, "overloaded")
+                assert response.headers["retry-after"] == "1"
+        # Refused before the body is read: a body that is not an image is still a 503 then.
+        held = [client.post("/predict", content=png) for _ in range(2)]
+        garbage = client.post("/predict", content=b"not an image")
+        *_, refused = await asyncio.gather(*held, garbage)
+        assert_error(refused, 503, "overloaded")
+        # The probes and the model listing are never refused.
+        assert (await client.get("/readyz")).status_code == 200
