@@ -160,15 +160,17 @@ def _wait_ready(server: RunningServer, log_path: Path) -> None:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        logger.warning("server %d ignored SIGTERM; killing its process group", process.pid)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            logger.warning("server %d ignored SIGTERM; killing its process group", process.pid)
+    # Workers a server started can outlive it (LitServe's do): left running, they took half of
+    # the CPU the next server was pinned to and halved its figures. Nothing of the group stays.
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process.wait()
 
 
 def _tail(path: Path, lines: int = 20) -> str:
