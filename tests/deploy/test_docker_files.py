@@ -131,7 +131,7 @@ def test_final_images_carry_the_oci_labels(parsed: dockerfile.Dockerfile, stage_
     missing = [name for name in OCI_LABELS if not labels.get(name)]
     assert not missing, f"{stage_name} lacks labels {missing}"
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert labels["org.opencontainers.image.licenses"] == pyproject["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == pyproject["project"]["license"]
     assert labels["io.digits.torch-flavour"] == parsed.global_args["TORCH_FLAVOUR"] == "cpu"
 
 
