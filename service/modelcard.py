@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 CARD_FILENAME = "metadata.json"
 TORCHSCRIPT_FILENAME = "model.pt"
 EXPORT_FILENAME = "model.pt2"
-SCHEMA_VERSION = 1
 
 #: Model names appear in URLs and folder names: keep them boring.
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"

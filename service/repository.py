@@ -64,10 +64,6 @@ class ServedModel:
     batcher: Batcher
     fingerprint: Fingerprint
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.card.name, self.card.version
-
 
 @dataclass(frozen=True)
 class FailedPackage:
@@ -215,10 +211,6 @@ class ModelRepository:
         self._failed: dict[tuple[str, str], FailedPackage] = {}
         self._lock = asyncio.Lock()
         self.loaded_once = False
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
 
     # ---- lookup ---------------------------------------------------------------------------
 

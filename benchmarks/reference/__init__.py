@@ -1,1 +1,20 @@
 """Reference servers the service is compared with, each a few lines over the same model."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def serve(app: FastAPI, port: int) -> None:
+    """Run a reference app on the service's own stack (uvicorn, uvloop, httptools), quietly,
+    so that the comparison is between request paths, not servers or log volume."""
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )

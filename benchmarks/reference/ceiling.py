@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
+
+from benchmarks.reference import serve
 
 #: About the size of the service's answer.
 ANSWER = (
@@ -38,15 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    uvicorn.run(
-        create_app(),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve(create_app(), args.port)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import uvicorn
 from fastapi import FastAPI, Request
 
+from benchmarks.reference import serve
 from benchmarks.reference.package import load_model
 from service.preprocess import preprocess
 
@@ -50,15 +50,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8002)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    uvicorn.run(
-        create_app(load_model(args.model_dir, args.model)),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve(create_app(load_model(args.model_dir, args.model)), args.port)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,18 @@ import asyncio
 import time
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from service import pipeline
+from service import batcher, pipeline
 from service.dependencies import Accepting, ApiKey, RuntimeDep
 from service.errors import BadImage, InvalidParameter, ServiceError, Unavailable
 from service.intake import image_from_request, uploads_from_multipart
 from service.middleware import request_log
 from service.modelcard import NAME_PATTERN, VERSION_PATTERN
 from service.openapi_docs import ERRORS, IMAGE_BODY, MULTIPART_FILES_BODY
+from service.repository import ServedModel
 from service.runtime import Runtime
 from service.schemas import (
     BatchItem,
@@ -85,7 +87,7 @@ async def predict(
     deadline = pipeline.deadline_for(runtime)
     if model == ALL_MODELS:
         if version is not None:
-            raise _version_with_all()
+            raise InvalidParameter("version cannot be combined with model=all")
         return _json(await _predict_all(request, runtime, received_at, deadline, explain))
     served = runtime.repository.get(model, version)
     request_log(request.scope)["model"] = f"{served.card.name}/{served.card.version}"
@@ -96,15 +98,7 @@ async def predict(
         pipeline.classify(served, image, deadline=deadline),
     )
     request_log(request.scope)["batch_size"] = result.batch_size
-    return _json(
-        pipeline.encode(
-            served,
-            result,
-            uncertain_below=runtime.settings.uncertain_below,
-            received_at=received_at,
-            image=image if explain else None,
-        )
-    )
+    return _json(_answer(runtime, served, result, received_at, image if explain else None))
 
 
 async def _predict_all(
@@ -120,27 +114,14 @@ async def _predict_all(
         request,
         asyncio.gather(*(pipeline.classify(m, image, deadline=deadline) for m in models)),
     )
-    settings = runtime.settings
+    shown = image if explain else None
     return pipeline.combine(
-        [
-            pipeline.encode(
-                m,
-                r,
-                uncertain_below=settings.uncertain_below,
-                received_at=received_at,
-                image=image if explain else None,
-            )
-            for m, r in zip(models, results, strict=True)
-        ]
+        [_answer(runtime, m, r, received_at, shown) for m, r in zip(models, results, strict=True)]
     )
 
 
 def _served_names(runtime: Runtime) -> list[str]:
     return sorted({m.card.name for m in runtime.repository.served()})
-
-
-def _version_with_all() -> ServiceError:
-    return InvalidParameter("version cannot be combined with model=all")
 
 
 @router.post(
@@ -182,13 +163,7 @@ async def predict_batch(
             raise BadImage("the image is empty", code="empty_body")
         image = await pipeline.decode(runtime, data)
         result = await pipeline.classify(served, image, deadline=deadline)
-        return pipeline.encode(
-            served,
-            result,
-            uncertain_below=settings.uncertain_below,
-            received_at=received_at,
-            image=image if explain else None,
-        )
+        return _answer(runtime, served, result, received_at, image if explain else None)
 
     outcomes = await pipeline.unless_client_leaves(
         request,
@@ -204,6 +179,23 @@ async def predict_batch(
             items.append(BatchItem(filename=upload.filename, prediction=outcome))
     request_log(request.scope)["files"] = len(items)
     return _json(BatchPredictionResponse(results=items))
+
+
+def _answer(
+    runtime: Runtime,
+    model: ServedModel,
+    result: batcher.Prediction,
+    received_at: float,
+    image: np.ndarray | None,
+) -> Prediction:
+    """One batch row -> the API's answer, with the service's uncertainty threshold."""
+    return pipeline.encode(
+        model,
+        result,
+        uncertain_below=runtime.settings.uncertain_below,
+        received_at=received_at,
+        image=image,
+    )
 
 
 def _detail(error: ServiceError) -> ErrorDetail:

@@ -175,6 +175,27 @@ def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+#: The key of :func:`keyed_service_url`'s server.
+SERVICE_KEY = "test-service-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def keyed_service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real server for the session that requires :data:`SERVICE_KEY`, serving an
+    untrained ``tiny`` model (self-test off): for tests of how clients send the key."""
+    root = tmp_path_factory.mktemp("keyed-service")
+    model_dir = root / "models"
+    write_package(model_dir, "tiny")
+    with serve_in_subprocess(
+        model_dir,
+        root / "server.log",
+        DIGITS_DEFAULT_MODEL="tiny",
+        DIGITS_SELFTEST="false",
+        DIGITS_API_KEYS=SERVICE_KEY,
+    ) as (url, _):
+        yield url
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,15 +15,12 @@ from PIL import Image
 from service.client import DigitsClient, DigitsError
 from tests.service.conftest import (
     SELFTEST_DIR,
+    SERVICE_KEY,
     digit_png,
     free_port,
-    serve_in_subprocess,
-    write_package,
 )
 
 pytestmark = pytest.mark.slow
-
-KEY = "client-test-key-0123456789"
 
 
 @pytest.fixture
@@ -148,19 +145,10 @@ def _quiet_handler(root: Path) -> type[SimpleHTTPRequestHandler]:
     return Handler
 
 
-def test_api_key_is_sent_when_given(tmp_path: Path) -> None:
-    model_dir = tmp_path / "models"
-    write_package(model_dir, "tiny")
-    with serve_in_subprocess(
-        model_dir,
-        tmp_path / "server.log",
-        DIGITS_DEFAULT_MODEL="tiny",
-        DIGITS_SELFTEST="false",
-        DIGITS_API_KEYS=KEY,
-    ) as (url, _):
-        with DigitsClient(url) as anonymous, pytest.raises(DigitsError) as refused:
-            anonymous.models()
-        with DigitsClient(url, api_key=KEY) as keyed:
-            assert [m.name for m in keyed.models().models] == ["tiny"]
-            assert 0 <= keyed.predict(digit_png(5)).digit <= 9
+def test_api_key_is_sent_when_given(keyed_service_url: str) -> None:
+    with DigitsClient(keyed_service_url) as anonymous, pytest.raises(DigitsError) as refused:
+        anonymous.models()
+    with DigitsClient(keyed_service_url, api_key=SERVICE_KEY) as keyed:
+        assert [m.name for m in keyed.models().models] == ["tiny"]
+        assert 0 <= keyed.predict(digit_png(5)).digit <= 9
     assert (refused.value.status, refused.value.code) == (401, "unauthorized")

@@ -17,8 +17,8 @@ from PIL import Image
 from service.routes.page import PAGE_CSP
 from tests.service.conftest import (
     SELFTEST_DIR,
+    SERVICE_KEY,
     running_app,
-    serve_in_subprocess,
     write_package,
 )
 
@@ -229,24 +229,15 @@ def test_uploaded_file_is_read_and_the_models_view_shown(page: Page, service_url
 
 
 @pytest.mark.slow
-def test_page_asks_for_the_api_key_and_sends_it(page: Page, tmp_path: Path) -> None:
-    model_dir = tmp_path / "models"
-    write_package(model_dir, "tiny")
-    with serve_in_subprocess(
-        model_dir,
-        tmp_path / "server.log",
-        DIGITS_DEFAULT_MODEL="tiny",
-        DIGITS_SELFTEST="false",
-        DIGITS_API_KEYS=KEY,
-    ) as (url, _):
-        page.goto(url + "/")
-        page.wait_for_selector("#key-form:not([hidden])")
-        assert "needs an API key" in page.inner_text("#status")
-        page.fill("#api-key", KEY)
-        page.click("#key-form button")
-        page.wait_for_selector("#model:not([disabled])")
-        assert page.input_value("#model") == "tiny/1"
-        draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
-        page.wait_for_selector("#answer:not([hidden])")
-        assert page.inner_text("#answered-by") == "tiny v1"
-        assert page.evaluate("sessionStorage.getItem('digits.apiKey')") == KEY
+def test_page_asks_for_the_api_key_and_sends_it(page: Page, keyed_service_url: str) -> None:
+    page.goto(keyed_service_url + "/")
+    page.wait_for_selector("#key-form:not([hidden])")
+    assert "needs an API key" in page.inner_text("#status")
+    page.fill("#api-key", SERVICE_KEY)
+    page.click("#key-form button")
+    page.wait_for_selector("#model:not([disabled])")
+    assert page.input_value("#model") == "tiny/1"
+    draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
+    page.wait_for_selector("#answer:not([hidden])")
+    assert page.inner_text("#answered-by") == "tiny v1"
+    assert page.evaluate("sessionStorage.getItem('digits.apiKey')") == SERVICE_KEY
