@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -22,15 +22,20 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __doc__ as service_doc
+from service.error_responses import (
+    error_response,
+    service_error_response,
+    unexpected_error_response,
+)
 from service.errors import ServiceError
-from service.logs import request_id_var
+from service.fast_path import PredictFastPath
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionLimit, RequestContext
 from service.preprocess import preprocess
 from service.repository import ModelRepository, SelfTestDigit, resolve_device
 from service.routes import health, models, page, predict
 from service.runtime import Runtime
-from service.schemas import ErrorDetail, ErrorResponse, ImageJSON
+from service.schemas import ImageJSON
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,14 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(page.router)
     _install_error_handlers(app)
-    # Outermost last: RequestContext (id, log, metrics) -> CORS -> AdmissionLimit -> routes.
-    app.add_middleware(
-        AdmissionLimit,
-        limit=settings.in_flight_limit,
-        render=lambda error: error_response(
-            error.status, error.code, error.message, error.headers()
-        ),
-    )
+    # Outermost last: RequestContext (id, log, metrics) -> CORS -> AdmissionLimit -> fast path
+    # of POST /predict, or else FastAPI's routes.
+    app.add_middleware(PredictFastPath)
+    app.add_middleware(AdmissionLimit, limit=settings.in_flight_limit)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -155,27 +156,10 @@ def shipped_selftest_digits(settings: Settings) -> list[SelfTestDigit]:
 # ---- errors: one shape everywhere ----------------------------------------------------------
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    headers: Mapping[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    detail = ErrorDetail(
-        status=status, code=code, message=message, request_id=request_id_var.get(), **extra
-    )
-    return JSONResponse(
-        ErrorResponse(error=detail).model_dump(exclude_none=True), status, headers=headers
-    )
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        if exc.status >= 500:
-            logger.warning("request failed: %s", exc.message, extra={"code": exc.code})
-        return error_response(exc.status, exc.code, exc.message, exc.headers())
+        return service_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -193,8 +177,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error")
-        return error_response(500, "internal_error", "internal error; see the service log")
+        return unexpected_error_response()
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -1,12 +1,16 @@
-"""FastAPI dependencies, as ``Annotated`` aliases the routes declare."""
+"""FastAPI dependencies, as ``Annotated`` aliases the routes declare, and the plain checks
+behind them (the ``/predict`` fast path runs the same checks without FastAPI)."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import SecretStr
 
 from service.errors import Unauthorized, Unavailable
 from service.runtime import Runtime
@@ -34,10 +38,31 @@ async def require_api_key(
     header: Annotated[str | None, Depends(_header)],
 ) -> None:
     """When API keys are configured, one of them must come with the request."""
-    keys = runtime.settings.api_keys
+    check_api_key(runtime.settings.api_keys, bearer.credentials if bearer is not None else header)
+
+
+async def require_accepting(runtime: RuntimeDep) -> None:
+    """Refuse new work while shutting down."""
+    check_accepting(runtime)
+
+
+ApiKey = Depends(require_api_key)
+Accepting = Depends(require_accepting)
+
+
+def offered_api_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request offers, read as ``HTTPBearer`` and ``APIKeyHeader`` above read it:
+    ``Authorization: Bearer <key>`` first, else ``X-API-Key``."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    return x_api_key or None
+
+
+def check_api_key(keys: Sequence[SecretStr], offered: str | None) -> None:
+    """Raise 401 unless ``offered`` is one of ``keys`` (no keys configured: anything passes)."""
     if not keys:
         return
-    offered = bearer.credentials if bearer is not None else header
     if offered is None:
         raise Unauthorized("an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
     candidate = offered.encode()
@@ -49,11 +74,7 @@ async def require_api_key(
         raise Unauthorized("the API key is not valid")
 
 
-async def require_accepting(runtime: RuntimeDep) -> None:
-    """Refuse new work while shutting down."""
+def check_accepting(runtime: Runtime) -> None:
+    """Raise 503 while the service is shutting down."""
     if runtime.shutting_down:
         raise Unavailable("the service is shutting down", code="shutting_down", retry_after_s=5)
-
-
-ApiKey = Depends(require_api_key)
-Accepting = Depends(require_accepting)

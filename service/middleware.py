@@ -7,13 +7,12 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServiceError, Unavailable
+from service.error_responses import service_error_response
+from service.errors import Unavailable
 from service.logs import request_id_var
 from service.metrics import ServiceMetrics
 
@@ -107,12 +106,9 @@ class AdmissionLimit:
     request refused here costs it a few microseconds instead of a body read, a decode and a
     queue slot, so the requests already accepted keep a bounded latency."""
 
-    def __init__(
-        self, app: ASGIApp, limit: int, render: Callable[[ServiceError], Response]
-    ) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
-        self.render = render
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,7 +120,7 @@ class AdmissionLimit:
                 f"the service is overloaded ({self.in_flight} requests in progress); retry later",
                 code="overloaded",
             )
-            await self.render(refusal)(scope, receive, send)
+            await service_error_response(refusal)(scope, receive, send)
             return
         self.in_flight += 1
         try:

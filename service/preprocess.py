@@ -98,6 +98,7 @@ MNIST_SIDE: Final = 28
 DIGIT_BOX: Final = 20
 #: MNIST's centre of mass sits at pixel (14, 14) (row, column; pixel centres at integers).
 MNIST_CENTRE: Final = 14.0
+_MNIST_AXIS: Final = np.arange(MNIST_SIDE, dtype=np.float32)  # pixel coordinates on one axis
 
 #: Images at least this large on both sides have their background found by openings.
 _OPENING_MIN_SIDE: Final = 64
@@ -296,19 +297,21 @@ def _mnist_fast_path(image: Image.Image) -> FloatArray | None:
 
 def _is_mnist_digit(pixels: NDArray[np.uint8]) -> bool:
     """Whether a 28x28 uint8 image is laid out as MNIST: 20 px box, mass-centred, full ink."""
-    rows = np.flatnonzero(pixels.any(axis=1))
-    cols = np.flatnonzero(pixels.any(axis=0))
+    # Row and column masses answer every question at once (ink extent and centre of mass):
+    # this runs for every MNIST-style request, so it is kept to a handful of numpy calls.
+    row_mass = pixels.sum(axis=1, dtype=np.float32)  # (28,)
+    col_mass = pixels.sum(axis=0, dtype=np.float32)  # (28,)
+    rows = np.flatnonzero(row_mass)
+    cols = np.flatnonzero(col_mass)
     if rows.size == 0 or int(pixels.max()) < 240:
         return False
     height = int(rows[-1] - rows[0] + 1)
     width = int(cols[-1] - cols[0] + 1)
     if max(height, width) != DIGIT_BOX:
         return False
-    weights = pixels.astype(np.float32)
-    total = float(weights.sum())
-    axis = np.arange(MNIST_SIDE, dtype=np.float32)
-    centre_row = float(weights.sum(axis=1) @ axis) / total
-    centre_col = float(weights.sum(axis=0) @ axis) / total
+    total = float(row_mass.sum())
+    centre_row = float(row_mass @ _MNIST_AXIS) / total
+    centre_col = float(col_mass @ _MNIST_AXIS) / total
     return abs(centre_row - MNIST_CENTRE) <= 1.0 and abs(centre_col - MNIST_CENTRE) <= 1.0
 
 

@@ -136,7 +136,33 @@ def load_module(package_dir: Path, card: ModelCard, device: torch.device) -> tor
     except Exception as exc:  # TorchScript raises RuntimeError and friends for bad archives
         raise PackageError(f"TorchScript file does not load: {exc}".splitlines()[0]) from exc
     module.eval()
-    return module
+    return optimized_for_inference(module, device)
+
+
+def optimized_for_inference(
+    module: torch.jit.ScriptModule, device: torch.device
+) -> torch.jit.ScriptModule:
+    """``module`` frozen and rewritten for inference on the CPU, or ``module`` unchanged.
+
+    TorchScript's inference pass folds batch norms into convolutions and runs them on
+    oneDNN with pre-packed weights: measured on this project's 2-core machine at batch 64,
+    LeNet-5's forward pass went from 40 to 17 us an image and the default model's from 342
+    to 217, with probabilities within 2e-6 of the plain module's on all 10,000 MNIST test
+    digits. Its rewrites are CPU ones; on other devices the module is served as exported.
+    A module the pass cannot handle is served as exported too, with a warning.
+    """
+    if device.type != "cpu":
+        return module
+    try:
+        with warnings.catch_warnings():
+            # Deprecated with TorchScript in torch 2.14, like torch.jit.load above.
+            warnings.simplefilter("ignore", FutureWarning)
+            frozen = torch.jit.freeze(module)
+            optimized: torch.jit.ScriptModule = torch.jit.optimize_for_inference(frozen)
+    except Exception as exc:  # the passes raise RuntimeError and friends on unusual graphs
+        logger.warning("serving the module as exported: inference optimisation failed: %s", exc)
+        return module
+    return optimized
 
 
 def probabilities(module: torch.jit.ScriptModule) -> Callable[[torch.Tensor], torch.Tensor]:

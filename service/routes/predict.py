@@ -83,12 +83,25 @@ async def predict(
     answered, and where the time went. With `model=all` every model answers and the reply says
     whether they agree.
     """
-    received_at = time.perf_counter()
-    deadline = pipeline.deadline_for(runtime)
     if model == ALL_MODELS:
         if version is not None:
             raise InvalidParameter("version cannot be combined with model=all")
-        return _json(await _predict_all(request, runtime, received_at, deadline, explain))
+        return _json(await _predict_all(request, runtime, explain))
+    return await answer_one(request, runtime, model, version, explain=explain)
+
+
+async def answer_one(
+    request: Request,
+    runtime: Runtime,
+    model: str | None,
+    version: str | None,
+    *,
+    explain: bool = False,
+) -> Response:
+    """One image, one model: body -> decode -> batch -> encode. Both this route and the fast
+    path (:mod:`service.fast_path`) answer with it."""
+    received_at = time.perf_counter()
+    deadline = pipeline.deadline_for(runtime)
     served = runtime.repository.get(model, version)
     request_log(request.scope)["model"] = f"{served.card.name}/{served.card.version}"
     data = await image_from_request(request, runtime.settings.max_body_bytes)
@@ -101,9 +114,9 @@ async def predict(
     return _json(_answer(runtime, served, result, received_at, image if explain else None))
 
 
-async def _predict_all(
-    request: Request, runtime: Runtime, received_at: float, deadline: float, explain: bool
-) -> EnsemblePrediction:
+async def _predict_all(request: Request, runtime: Runtime, explain: bool) -> EnsemblePrediction:
+    received_at = time.perf_counter()
+    deadline = pipeline.deadline_for(runtime)
     models = [runtime.repository.get(n, None) for n in _served_names(runtime)]
     if not models:
         raise Unavailable("no model is serving", code="no_models")

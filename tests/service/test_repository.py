@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from service.app import shipped_selftest_digits
 from service.repository import (
     PackageError,
     find_packages,
     load_module,
+    optimized_for_inference,
     read_verified_card,
     resolve_device,
     self_test,
 )
-from tests.service.conftest import write_package
+from service.settings import Settings
+from tests.service.conftest import BUNDLED_MODELS, write_package
 
 
 def test_finds_packages_in_name_version_folders(model_dir: Path) -> None:
@@ -103,3 +107,28 @@ def test_device_choice() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="DIGITS_DEVICE=cuda"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name", ["lenet5", "default"])
+def test_served_module_is_optimised_and_answers_as_exported(name: str) -> None:
+    package = BUNDLED_MODELS / name / "1"
+    served = load_module(package, read_verified_card(package), torch.device("cpu"))
+    exported = torch.jit.load(str(package / "model.pt")).eval()
+    assert "mkldnn" in str(served.graph) and "mkldnn" not in str(exported.graph)
+    digits = torch.from_numpy(
+        np.stack([image for _, image, _ in shipped_selftest_digits(Settings())])
+    )
+    images = digits.unsqueeze(1).repeat(7, 1, 1, 1)  # (70, 1, 28, 28)
+    with torch.inference_mode():
+        for size in (1, 7, 64):
+            assert torch.allclose(served(images[:size]), exported(images[:size]), atol=1e-4)
+
+
+def test_a_module_the_optimiser_refuses_is_served_as_exported(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    package = write_package(model_dir, "tiny")
+    module = torch.jit.load(str(package / "model.pt"))
+    module.train()  # freezing needs eval mode: the optimiser raises
+    assert optimized_for_inference(module, torch.device("cpu")) is module
+    assert "inference optimisation failed" in caplog.text
