@@ -221,6 +221,18 @@ async def test_lone_on_loop_runs_a_batch_of_one_on_the_loop_and_larger_ones_in_t
     assert predict.in_inference_mode == [True, True]
 
 
+async def test_predict_one_runs_batches_of_one_and_predict_the_rest() -> None:
+    batched, single = HeldPredict(), HeldPredict(lambda b: row_sums(b) * 2)
+    async with serving(batched, predict_one=single) as batcher:
+        alone = await within(batcher.submit(image(1.0)))
+        together = await answers([batcher.enqueue(image(float(v))) for v in range(3)])
+
+    assert summed(alone) == 2.0 * PIXELS  # the single-image variant answered
+    assert [summed(r) for r in together] == [v * PIXELS for v in range(3)]
+    assert [len(b) for b in single.batches] == [1]
+    assert [len(b) for b in batched.batches] == [3]
+
+
 async def test_channel_first_items_are_accepted() -> None:
     async with serving(HeldPredict()) as batcher:
         prediction = await within(batcher.submit(image(2.0)[np.newaxis]))  # (1, 28, 28)

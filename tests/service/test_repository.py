@@ -12,12 +12,15 @@ import torch
 from service.app import shipped_selftest_digits
 from service.repository import (
     PackageError,
+    fastest_single_image,
     find_packages,
     load_module,
     optimized_for_inference,
+    probabilities,
     read_verified_card,
     resolve_device,
     self_test,
+    without_onednn,
 )
 from service.settings import Settings
 from tests.service.conftest import BUNDLED_MODELS, write_package
@@ -132,3 +135,37 @@ def test_a_module_the_optimiser_refuses_is_served_as_exported(
     module.train()  # freezing needs eval mode: the optimiser raises
     assert optimized_for_inference(module, torch.device("cpu")) is module
     assert "inference optimisation failed" in caplog.text
+
+
+def test_without_onednn_switches_onednn_off_for_the_call_only() -> None:
+    seen: list[bool] = []
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(bool(torch.backends.mkldnn.enabled))
+        if batch.shape[0] == 2:
+            raise RuntimeError("a failing forward pass")
+        return batch
+
+    run = without_onednn(predict)
+    assert torch.backends.mkldnn.enabled
+    run(torch.zeros(1, 1, 28, 28))
+    with pytest.raises(RuntimeError, match="failing"):
+        run(torch.zeros(2, 1, 28, 28))
+    assert seen == [False, False]
+    assert torch.backends.mkldnn.enabled  # restored, after an exception too
+
+
+@pytest.mark.parametrize("name", ["lenet5", "default"])
+def test_the_fastest_single_image_path_answers_as_the_batched_one(name: str) -> None:
+    package = BUNDLED_MODELS / name / "1"
+    card = read_verified_card(package)
+    exported = load_module(package, card, torch.device("cpu"), optimize=False)
+    optimized = optimized_for_inference(exported, torch.device("cpu"))
+    single = fastest_single_image(exported, optimized, torch.device("cpu"))
+    assert single.kind in ("optimised", "exported, without oneDNN") and single.ms > 0
+    digits = [image for _, image, _ in shipped_selftest_digits(Settings())]
+    with torch.inference_mode():
+        batched = probabilities(optimized)(torch.from_numpy(np.stack(digits)).unsqueeze(1))
+        for index, digit in enumerate(digits):
+            one = single.predict(torch.from_numpy(digit)[None, None])  # (1, 1, 28, 28)
+            assert torch.allclose(one[0], batched[index], atol=1e-5)
