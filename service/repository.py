@@ -188,8 +188,8 @@ def without_onednn(
     """``predict`` run with oneDNN convolutions off: PyTorch's own kernels instead.
 
     For one small image they are faster: oneDNN pays tens of microseconds a convolution to
-    set up (LeNet-5, one image: 158 us with oneDNN, 71 us without; at batch 64 oneDNN is
-    2.4x faster). The switch is process-wide, so it is flipped under a lock; modules
+    set up (LeNet-5, one image: ~160 us with oneDNN, ~80 us without; at batch 64 oneDNN
+    is 2.4x faster). The switch is process-wide, so it is flipped under a lock; modules
     rewritten by :func:`optimized_for_inference` call oneDNN directly and ignore it.
     """
 
@@ -220,14 +220,12 @@ def fastest_single_image(
 ) -> SingleImagePath:
     """The quicker way to run one image: the optimised module, or (on the CPU) the exported
     one without oneDNN."""
-    candidates = [probabilities(optimized)]
+    candidates = [(probabilities(optimized), "optimised")]
     if device.type == "cpu" and exported is not optimized:
-        candidates.append(without_onednn(probabilities(exported)))
+        candidates.append((without_onednn(probabilities(exported)), "exported, without oneDNN"))
     timed = [
         SingleImagePath(predict, single_image_ms(predict, device), kind)
-        for predict, kind in zip(
-            candidates, ("optimised", "exported, without oneDNN")[: len(candidates)], strict=True
-        )
+        for predict, kind in candidates
     ]
     return min(timed, key=lambda path: path.ms)
 
