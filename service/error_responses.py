@@ -33,8 +33,8 @@ def error_response(
 
 
 def service_error_response(exc: ServiceError) -> JSONResponse:
-    """A :class:`ServiceError` as its response; server-side failures are logged too."""
-    if exc.status >= 500:
+    """A :class:`ServiceError` as its response; the service's own faults are logged too."""
+    if exc.fault:
         logger.warning("request failed: %s", exc.message, extra={"code": exc.code})
     return error_response(exc.status, exc.code, exc.message, exc.headers())
 

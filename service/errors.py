@@ -15,6 +15,10 @@ class ServiceError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    #: The service's own failure, logged as a warning beside the access-log line. Client
+    #: errors are not, nor is load shedding (503, 504): under overload that comes thousands
+    #: of times a second, and the access log and metrics already count it.
+    fault: bool = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -73,6 +77,7 @@ class InferenceFailed(ServiceError):
 
     status = 500
     code = "inference_failed"
+    fault = True
 
 
 class Unavailable(ServiceError):

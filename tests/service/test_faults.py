@@ -64,7 +64,9 @@ async def test_overload_answers_503_with_retry_after_and_recovers(model_dir: Pat
         assert [r.status_code for r in after] == [200] * 4
 
 
-async def test_requests_past_their_deadline_get_504_before_inference(model_dir: Path) -> None:
+async def test_requests_past_their_deadline_get_504_before_inference(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     write_package(model_dir, "default", module=SlowNet(rounds=200))
     async with running_app(
         model_dir=model_dir, selftest=False, max_batch_size=1, request_timeout_ms=50
@@ -78,10 +80,20 @@ async def test_requests_past_their_deadline_get_504_before_inference(model_dir: 
         if response.status_code == 504:
             assert_error(response, 504, "deadline_exceeded")
     assert 'digits_dropped_total{model="default",reason="deadline",version="1"}' in metrics
+    assert fault_warnings(caplog) == []
+
+
+def fault_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings logged for requests that failed by the service's fault."""
+    return [
+        str(r.__dict__.get("code"))
+        for r in caplog.records
+        if r.name == "service.app" and r.getMessage().startswith("request failed")
+    ]
 
 
 async def test_a_failing_model_gives_500_in_the_error_shape_and_others_serve(
-    model_dir: Path,
+    model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_package(model_dir, "default")
     write_package(model_dir, "broken", module=BrokenNet())
@@ -92,10 +104,11 @@ async def test_a_failing_model_gives_500_in_the_error_shape_and_others_serve(
             assert_error(failed, 500, "inference_failed")
         fine = await client.post("/predict", content=png)
         assert fine.status_code == 200
+    assert fault_warnings(caplog) == ["inference_failed"] * 3
 
 
 async def test_requests_beyond_the_in_flight_limit_get_503_before_their_body_is_read(
-    model_dir: Path,
+    model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_package(model_dir, "default", module=SlowNet())
     async with running_app(model_dir=model_dir, selftest=False, max_in_flight=2) as client:
@@ -114,3 +127,5 @@ async def test_requests_beyond_the_in_flight_limit_get_503_before_their_body_is_
         assert_error(refused, 503, "overloaded")
         # The probes and the model listing are never refused.
         assert (await client.get("/readyz")).status_code == 200
+    # Load shedding is counted by the access log and metrics, not warned about per request.
+    assert fault_warnings(caplog) == []
