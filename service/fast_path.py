@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.dependencies import check_accepting, check_api_key, offered_api_key
 from service.error_responses import service_error_response, unexpected_error_response
 from service.errors import ServiceError
-from service.intake import RAW_IMAGE_TYPES
+from service.intake import RAW_IMAGE_TYPES, media_type_of
 from service.modelcard import NAME_PATTERN, VERSION_PATTERN
 from service.routes import predict
 from service.runtime import Runtime
@@ -49,10 +49,11 @@ def fast_path_query(scope: Scope) -> tuple[str | None, str | None] | None:
     if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
         return None
     for name, value in scope["headers"]:
-        if name == b"content-type":
-            kind = value.split(b";", 1)[0].strip().lower().decode("latin-1")
-            if kind and kind not in RAW_IMAGE_TYPES:
-                return None
+        if (
+            name == b"content-type"
+            and media_type_of(value.decode("latin-1")) not in RAW_IMAGE_TYPES
+        ):
+            return None
     query: bytes = scope["query_string"]
     if not query:
         return None, None
@@ -90,11 +91,12 @@ class PredictFastPath:
         response: Response
         try:
             runtime: Runtime = scope["app"].state.runtime
-            headers = request.headers
-            check_api_key(
-                runtime.settings.api_keys,
-                offered_api_key(headers.get("authorization"), headers.get("x-api-key")),
-            )
+            keys = runtime.settings.api_keys
+            if keys:  # headers are parsed only when a key is needed
+                headers = request.headers
+                check_api_key(
+                    keys, offered_api_key(headers.get("authorization"), headers.get("x-api-key"))
+                )
             check_accepting(runtime)
             response = await predict.answer_one(request, runtime, model, version)
         except ServiceError as exc:

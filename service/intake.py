@@ -47,8 +47,12 @@ class Upload:
 
 def media_type(request: Request) -> str:
     """The request's media type without parameters; none given counts as octet-stream."""
-    header = request.headers.get("content-type", "")
-    return header.split(";", 1)[0].strip().lower() or "application/octet-stream"
+    return media_type_of(request.headers.get("content-type", ""))
+
+
+def media_type_of(content_type: str) -> str:
+    """A Content-Type header's media type without parameters ("" counts as octet-stream)."""
+    return content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -75,10 +75,9 @@ class BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         )
         super().__init__(stream)
         self._stopped = threading.Event()
-        self._flusher = threading.Thread(
+        threading.Thread(
             target=self._flush_every, args=(interval_s,), name="log-flush", daemon=True
-        )
-        self._flusher.start()
+        ).start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

