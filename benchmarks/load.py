@@ -1,15 +1,36 @@
-"""``make bench``: the service under HTTP load beside three reference servers, one Markdown report.
+"""``make bench``: the service under HTTP load beside reference servers, one Markdown report.
 
 Every server runs as a real process, as ``make serve`` runs the service, and is driven over
 HTTP by ``wrk`` from another process: pinned (server on CPU 0, wrk on CPU 1) and unpinned.
-At each concurrency: a warm-up run, then three measured runs (one with ``--quick``), of which
-the median by requests a second is reported. The references, on the same model and image:
+At each point: a warm-up run, then three measured runs (one with ``--quick``), of which the
+median by requests a second is reported. In this order:
 
-- ceiling   FastAPI + uvicorn answering a constant after reading the body (the HTTP limit);
-- naive     decode + forward per request inside the handler (no batching);
-- litserve  LitServe with its dynamic batching (max batch 64, 5 ms timeout).
+1. In process, one thread on CPU 0: the forward pass and decode + preprocess + forward per
+   batch size; then ``preprocess()`` time per kind of image, on the realistic mix's bodies.
+2. The realistic mix (``benchmarks.mix``: 40 bodies of each of the ten image kinds, each from
+   its own MNIST test digit), pinned, at 16 connections, rotated through by wrk: "all mixed"
+   and each group, on the default model, against
+   - decode-only  the ceiling's stack decoding each body fully with Pillow (the floor), and
+   - naive        decode + preprocess + forward per request inside the handler;
+   then the service on "all mixed" unpinned (both cores).
+3. LeNet-5 with a 28x28 PNG that is not laid out as MNIST (``benchmarks/digit7_28px.png``):
+   the service at 1, 16, 64 and 256 connections (and its memory after 100,000 requests), and
+   at 1 and 64 connections
+   - ceiling   FastAPI + uvicorn answering a constant after reading the body (the HTTP limit),
+   - naive, and
+   - litserve  LitServe with its dynamic batching (max batch 64, 5 ms timeout);
+   one row with the exact MNIST PNG (``mnist_test_0009.png``), and the service with a queue of
+   64 at 256 connections.
+4. The default model with the exact MNIST PNG at 1 and 64 connections (service and naive),
+   to compare with its in-process throughput.
+5. Unpinned at 64 connections: the ceiling, naive and the LeNet-5 service with the 28x28 PNG,
+   the default-model service with the exact one.
 
-``python -m benchmarks.load [--quick] [--model-dir models] [--output BENCHMARKS-run.md]``
+To keep a full run near 20 minutes beside the mix, the older sweeps were trimmed: the
+references and the default model run at 1 and 64 connections (were 1, 16, 64, 256), and the
+unpinned sweeps at 64 only (were all four).
+
+``python -m benchmarks.load [--quick | --smoke] [--model-dir models] [--output FILE]``
 """
 
 from __future__ import annotations
@@ -28,14 +49,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from benchmarks.digit_image import BENCHMARK_PNG, CONTENT_TYPE
-from benchmarks.inprocess import InProcessResult
+from benchmarks.image_kinds import default_data_dir, load_mnist_test
+from benchmarks.inprocess import InProcessResult, KindTiming
 from benchmarks.measurements import CpuUse, LoadPoint, MemoryCheck, Run
+from benchmarks.mix import write_mix
 from benchmarks.prometheus_text import mean_batch_size, requests_answered
-from benchmarks.report import render
+from benchmarks.report import CEILING, DECODE_ONLY, MIX_CONCURRENCY, render
 from benchmarks.servers import RunningServer, ServerSpec, ThreadCpu, python_module, running
-from benchmarks.wrk import LUA_SCRIPT, LoadResult, WrkMissing, run_wrk, wrk_version
+from benchmarks.workloads import EXACT_MNIST, OFF_CENTRE_7, Workload, mix_workloads
+from benchmarks.wrk import MIX_LUA_SCRIPT, LoadResult, WrkMissing, run_wrk, wrk_version
 
 logger = logging.getLogger("benchmarks.load")
 
@@ -48,14 +72,22 @@ DEFAULT = "default"
 OVERLOAD_QUEUE = 64
 
 
+#: The references and the default model's single-image rows: one client, and enough for
+#: full batches.
+PAIR = (1, 64)
+UNPINNED = 64
+
+
 @dataclass(frozen=True)
 class Plan:
-    concurrencies: tuple[int, ...]
+    concurrencies: tuple[int, ...]  # the LeNet-5 service's sweep; the largest also overloads
     duration_s: float
     warmup_s: float
     rounds: int
     inprocess_seconds: float
     memory_requests: int
+    mix_per_kind: int
+    kind_repeats: int  # timed preprocess() calls per body for the per-kind table
 
 
 FULL = Plan(
@@ -65,6 +97,8 @@ FULL = Plan(
     rounds=3,
     inprocess_seconds=1.5,
     memory_requests=100_000,
+    mix_per_kind=40,
+    kind_repeats=3,
 )
 QUICK = Plan(
     concurrencies=(1, 64, 256),
@@ -73,6 +107,19 @@ QUICK = Plan(
     rounds=1,
     inprocess_seconds=0.3,
     memory_requests=10_000,
+    mix_per_kind=10,
+    kind_repeats=1,
+)
+#: Every point once for a second, without warm-up: that the whole run works, not figures.
+SMOKE = Plan(
+    concurrencies=(1, 64, 256),
+    duration_s=1.0,
+    warmup_s=0.0,
+    rounds=1,
+    inprocess_seconds=0.1,
+    memory_requests=500,
+    mix_per_kind=2,
+    kind_repeats=1,
 )
 
 
@@ -105,7 +152,12 @@ def service(
 
 
 def ceiling() -> ServerSpec:
-    return ServerSpec("ceiling", python_module("benchmarks.reference.ceiling", "--port", "{port}"))
+    return ServerSpec(CEILING, python_module("benchmarks.reference.ceiling", "--port", "{port}"))
+
+
+def decode_only() -> ServerSpec:
+    argv = python_module("benchmarks.reference.decode_only", "--port", "{port}")
+    return ServerSpec(DECODE_ONLY, argv)
 
 
 def naive(model_dir: Path, model: str) -> ServerSpec:
@@ -138,27 +190,31 @@ class Bench:
         spec: ServerSpec,
         *,
         pinned: bool,
-        concurrencies: Sequence[int] | None = None,
+        loads: Sequence[tuple[Workload, int]],
         memory: bool = False,
     ) -> None:
-        """Start ``spec``, measure it at each concurrency, stop it."""
+        """Start ``spec``, measure it on each (workload, concurrency) in turn, stop it. With
+        ``memory``, compare its resident set after warm-up (on the first workload, at the
+        highest concurrency) with that after ``memory_requests`` more requests."""
         where = "pinned" if pinned else "unpinned"
         self._note_command(spec, pinned)
         log_path = self.log_dir / f"{_slug(spec.name)}-{where}.log"
         with running(spec, cpus=SERVER_CPU if pinned else None, log_path=log_path) as server:
-            levels = concurrencies or self.plan.concurrencies
             warm: tuple[int, int] | None = None
             if memory:  # warmed at the highest concurrency: every buffer has grown once
-                self._load(server, max(levels), self.plan.warmup_s, pinned)
+                busiest = max(concurrency for _, concurrency in loads)
+                self._load(server, loads[0][0], busiest, max(1.0, self.plan.warmup_s), pinned)
                 warm = (server.resident_bytes(), requests_answered(_metrics(server)))
-            for concurrency in levels:
-                self._load(server, concurrency, self.plan.warmup_s, pinned)
-                point = self._measure(server, concurrency, pinned)
+            for workload, concurrency in loads:
+                if self.plan.warmup_s > 0:
+                    self._load(server, workload, concurrency, self.plan.warmup_s, pinned)
+                point = self._measure(server, workload, concurrency, pinned)
                 self.run.points.append(point)
                 logger.info(
-                    "%s %s c=%d: %.0f req/s, p99 %.1f ms, errors %s, mean batch %s",
+                    "%s %s, %s, c=%d: %.0f req/s, p99 %.1f ms, errors %s, mean batch %s",
                     spec.name,
                     where,
+                    workload.name,
                     concurrency,
                     point.result.requests_per_s,
                     point.result.latency_ms["p99"],
@@ -166,13 +222,15 @@ class Bench:
                     f"{point.mean_batch:.1f}" if point.mean_batch else "-",
                 )
             if warm is not None:
-                self.run.memory.append(self._memory(server, *warm, pinned=pinned))
+                self.run.memory.append(self._memory(server, loads[0][0], *warm, pinned=pinned))
 
-    def _measure(self, server: RunningServer, concurrency: int, pinned: bool) -> LoadPoint:
+    def _measure(
+        self, server: RunningServer, workload: Workload, concurrency: int, pinned: bool
+    ) -> LoadPoint:
         scrape_before = _metrics(server)
         cpu_before, started = server.thread_cpu(), time.monotonic()
         rounds = [
-            self._load(server, concurrency, self.plan.duration_s, pinned)
+            self._load(server, workload, concurrency, self.plan.duration_s, pinned)
             for _ in range(self.plan.rounds)
         ]
         cpu = _cpu_use(cpu_before, server.thread_cpu(), time.monotonic() - started)
@@ -181,6 +239,7 @@ class Bench:
         median = sorted(rounds, key=lambda r: r.requests_per_s)[len(rounds) // 2]
         return LoadPoint(
             server=server.spec.name,
+            workload=workload.name,
             pinned=pinned,
             result=median,
             round_rates=tuple(rates),
@@ -189,21 +248,32 @@ class Bench:
         )
 
     def _memory(
-        self, server: RunningServer, warm_bytes: int, warm_count: int, *, pinned: bool
+        self,
+        server: RunningServer,
+        workload: Workload,
+        warm_bytes: int,
+        warm_count: int,
+        *,
+        pinned: bool,
     ) -> MemoryCheck:
         """Load the server until ``memory_requests`` were answered since warm-up; compare RSS."""
         wanted = self.plan.memory_requests
         while (done := requests_answered(_metrics(server)) - warm_count) < wanted:
-            self._load(server, 64, max(1.0, min(30.0, (wanted - done) / 2000)), pinned)
+            seconds = max(1.0, min(30.0, (wanted - done) / 2000))
+            self._load(server, workload, 64, seconds, pinned)
         return MemoryCheck(server.spec.name, warm_bytes, server.resident_bytes(), done)
 
     def _load(
-        self, server: RunningServer, concurrency: int, seconds: float, pinned: bool
+        self,
+        server: RunningServer,
+        workload: Workload,
+        concurrency: int,
+        seconds: float,
+        pinned: bool,
     ) -> LoadResult:
         return run_wrk(
             server.predict_url,
-            body=BENCHMARK_PNG,
-            content_type=CONTENT_TYPE,
+            body=workload.bodies,
             concurrency=concurrency,
             duration_s=seconds,
             cpus=LOAD_CPU if pinned else None,
@@ -237,13 +307,21 @@ def _slug(name: str) -> str:
 
 def measure_inprocess(model_dir: Path, plan: Plan) -> list[InProcessResult]:
     """``benchmarks.inprocess`` in its own process, pinned to the server's CPU."""
-    argv = [
-        *python_module("benchmarks.inprocess", "--model-dir", str(model_dir)),
-        *("--model", LENET5, "--model", DEFAULT),
-        *("--seconds", str(plan.inprocess_seconds), "--cpu", SERVER_CPU, "--json"),
-    ]
+    models = ("--model-dir", str(model_dir), "--model", LENET5, "--model", DEFAULT)
+    rows = _inprocess_json(*models, "--seconds", str(plan.inprocess_seconds))
+    return [InProcessResult(**row) for row in rows]
+
+
+def measure_kinds(mix: Path, plan: Plan) -> list[KindTiming]:
+    """``benchmarks.inprocess --kinds`` on the mix's bodies, pinned to the server's CPU."""
+    rows = _inprocess_json("--kinds", "--mix", str(mix), "--repeats", str(plan.kind_repeats))
+    return [KindTiming(**row) for row in rows]
+
+
+def _inprocess_json(*args: str) -> list[dict[str, Any]]:
+    argv = python_module("benchmarks.inprocess", *args, "--cpu", SERVER_CPU, "--json")
     done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return [InProcessResult(**json.loads(line)) for line in done.stdout.splitlines()]
+    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 # --- the environment ------------------------------------------------------------------------
@@ -270,12 +348,16 @@ def describe_environment(plan: Plan) -> dict[str, str]:
         "load average before": _load_average(),
         "plan": (
             f"{plan.rounds} round(s) of {plan.duration_s:g} s per point after a "
-            f"{plan.warmup_s:g} s warm-up; concurrency {', '.join(map(str, plan.concurrencies))}"
+            f"{plan.warmup_s:g} s warm-up; LeNet-5 service at concurrency "
+            f"{', '.join(map(str, plan.concurrencies))}, references and the default model at "
+            f"{', '.join(map(str, PAIR))}, the mix at {MIX_CONCURRENCY}, unpinned at {UNPINNED}; "
+            f"mix: {plan.mix_per_kind} bodies per kind"
         ),
         "wrk command": (
             f"taskset -c {LOAD_CPU} wrk --threads 1 --connections C --duration "
-            f"{plan.duration_s:g}s --timeout 10s --script {_relative(LUA_SCRIPT)} "
-            f"http://127.0.0.1:PORT/predict -- {_relative(BENCHMARK_PNG)} {CONTENT_TYPE}"
+            f"{plan.duration_s:g}s --timeout 10s --script {_relative(MIX_LUA_SCRIPT)} "
+            "http://127.0.0.1:PORT/predict -- LIST (the workload's bodies, one "
+            '"<content type><TAB><file>" a line, sent in rotation)'
         ),
     }
 
@@ -314,8 +396,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="short runs (about 2 minutes)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help="short runs (about 4 minutes)")
+    length.add_argument(
+        "--smoke", action="store_true", help="every point once for 1 s: that it all runs"
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="MNIST IDX files, for the mix (default: $DIGITS_DATA_DIR, else ../shared/data/mnist)",
+    )
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     parser.add_argument("--logs", type=Path, help="server logs (default: a temporary folder)")
@@ -327,40 +419,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    plan = QUICK if args.quick else FULL
+    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     try:
         environment = describe_environment(plan)
     except WrkMissing as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    for name in (LENET5, DEFAULT):
-        if not any((args.model_dir / name).glob("*/metadata.json")):
-            sys.stderr.write(f"no package {name!r} in {args.model_dir}: train it (make train)\n")
-            return 2
-    if (os.cpu_count() or 1) < 2:
-        sys.stderr.write("pinning needs 2 CPUs (server on 0, wrk on 1)\n")
+    problem = _missing_inputs(args.model_dir, args.data_dir)
+    if problem:
+        sys.stderr.write(problem + "\n")
         return 2
-    model_dir = args.model_dir.resolve()
-    run = Run(environment=environment, commands=[])
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as scratch:
+        run = Run(environment=environment, commands=[])
         bench = Bench(plan, run, args.logs or Path(scratch))
-        logger.info("in-process throughput")
-        run.inprocess = measure_inprocess(model_dir, plan)
-        selftest = not args.no_selftest
-        lenet5 = service(model_dir, LENET5, selftest=selftest)
-        default = service(model_dir, DEFAULT, selftest=selftest)
-        overload = service(model_dir, LENET5, selftest=selftest, queue_size=OVERLOAD_QUEUE)
-        references = [ceiling(), naive(model_dir, LENET5)]
-        if not args.no_litserve:
-            references.append(litserve(model_dir, LENET5))
-        for spec in references:
-            bench.sweep(spec, pinned=True)
-        bench.sweep(lenet5, pinned=True, memory=True)
-        bench.sweep(overload, pinned=True, concurrencies=[max(plan.concurrencies)])
-        bench.sweep(default, pinned=True)
-        bench.sweep(naive(model_dir, DEFAULT), pinned=True, concurrencies=[1, 64])
-        for spec in (ceiling(), naive(model_dir, LENET5), lenet5, default):
-            bench.sweep(spec, pinned=False)
+        measure_all(
+            bench,
+            args.model_dir.resolve(),
+            args.data_dir,
+            Path(scratch) / "mix",
+            litserve_too=not args.no_litserve,
+            selftest=not args.no_selftest,
+        )
     run.environment["load average after"] = _load_average()
     report = render(run)
     sys.stdout.write(report)
@@ -369,6 +448,63 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(asdict(run), indent=1, default=str))
     return 0
+
+
+def _missing_inputs(model_dir: Path, data_dir: Path) -> str | None:
+    """What stops a run before it starts, said so that it can be fixed; ``None``: nothing."""
+    for name in (LENET5, DEFAULT):
+        if not any((model_dir / name).glob("*/metadata.json")):
+            return f"no package {name!r} in {model_dir}: train it (make train)"
+    if not (data_dir / "t10k-images-idx3-ubyte.gz").is_file():
+        return f"no MNIST test set in {data_dir} (for the mix): pass --data-dir or DIGITS_DATA_DIR"
+    if (os.cpu_count() or 1) < 2:
+        return "pinning needs 2 CPUs (server on 0, wrk on 1)"
+    return None
+
+
+def measure_all(
+    bench: Bench,
+    model_dir: Path,
+    data_dir: Path,
+    mix_dir: Path,
+    *,
+    litserve_too: bool,
+    selftest: bool,
+) -> None:
+    """Every measurement of the module docstring's plan, in its order, into ``bench.run``."""
+    plan, run = bench.plan, bench.run
+    logger.info("in-process throughput")
+    run.inprocess = measure_inprocess(model_dir, plan)
+    logger.info("writing the realistic mix (%d bodies per kind)", plan.mix_per_kind)
+    images, labels = load_mnist_test(data_dir)
+    entries = write_mix(mix_dir, images, labels, per_kind=plan.mix_per_kind)
+    mix = mix_workloads(mix_dir, entries)
+    run.workload_bodies = {w.name: len(w.bodies) for w in mix}
+    logger.info("preprocess time per kind")
+    run.kinds = measure_kinds(mix_dir, plan)
+
+    lenet5 = service(model_dir, LENET5, selftest=selftest)
+    default = service(model_dir, DEFAULT, selftest=selftest)
+    on_mix = [(workload, MIX_CONCURRENCY) for workload in mix]
+    default_loads = [*on_mix, *((EXACT_MNIST, c) for c in PAIR)]
+    bench.sweep(decode_only(), pinned=True, loads=on_mix)
+    bench.sweep(default, pinned=True, loads=default_loads)
+    bench.sweep(naive(model_dir, DEFAULT), pinned=True, loads=default_loads)
+
+    off_centre = [(OFF_CENTRE_7, c) for c in PAIR]
+    references = [ceiling(), naive(model_dir, LENET5)]
+    if litserve_too:
+        references.append(litserve(model_dir, LENET5))
+    for spec in references:
+        bench.sweep(spec, pinned=True, loads=off_centre)
+    lenet5_loads = [*((OFF_CENTRE_7, c) for c in plan.concurrencies), (EXACT_MNIST, 64)]
+    bench.sweep(lenet5, pinned=True, loads=lenet5_loads, memory=True)
+    overload = service(model_dir, LENET5, selftest=selftest, queue_size=OVERLOAD_QUEUE)
+    bench.sweep(overload, pinned=True, loads=[(OFF_CENTRE_7, max(plan.concurrencies))])
+
+    for spec in (ceiling(), naive(model_dir, LENET5), lenet5):
+        bench.sweep(spec, pinned=False, loads=[(OFF_CENTRE_7, UNPINNED)])
+    bench.sweep(default, pinned=False, loads=[on_mix[0], (EXACT_MNIST, UNPINNED)])
 
 
 if __name__ == "__main__":

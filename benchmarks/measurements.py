@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from benchmarks.inprocess import InProcessResult
+from benchmarks.inprocess import InProcessResult, KindTiming
 from benchmarks.wrk import LoadResult
 
 
@@ -24,9 +24,11 @@ class CpuUse:
 
 @dataclass(frozen=True)
 class LoadPoint:
-    """One server at one concurrency: the median of its rounds by requests a second."""
+    """One server on one workload at one concurrency: the median of its rounds by requests a
+    second."""
 
     server: str
+    workload: str  # benchmarks.workloads.Workload.name
     pinned: bool
     result: LoadResult
     round_rates: tuple[float, ...]
@@ -59,15 +61,19 @@ class Run:
     environment: dict[str, str]
     commands: list[str]
     inprocess: list[InProcessResult] = field(default_factory=list)
+    kinds: list[KindTiming] = field(default_factory=list)
+    #: Bodies each workload rotates through, by workload name.
+    workload_bodies: dict[str, int] = field(default_factory=dict)
     points: list[LoadPoint] = field(default_factory=list)
     memory: list[MemoryCheck] = field(default_factory=list)
 
-    def point(self, server: str, concurrency: int, *, pinned: bool = True) -> LoadPoint | None:
+    def point(
+        self, server: str, concurrency: int, *, workload: str, pinned: bool = True
+    ) -> LoadPoint | None:
+        wanted = (server, workload, concurrency, pinned)
         for candidate in self.points:
-            if (candidate.server, candidate.concurrency, candidate.pinned) == (
-                server,
-                concurrency,
-                pinned,
+            if (candidate.server, candidate.workload, candidate.concurrency, candidate.pinned) == (
+                wanted
             ):
                 return candidate
         return None

@@ -1,4 +1,4 @@
-"""How well the served models read each kind of image, after ``service.preprocess``.
+"""How well the served models read each kind of image, after the service's imaging stage.
 
 For N MNIST test digits (the same digits for every kind), make each image kind from
 ``benchmarks.image_kinds`` (bytes, as a client would send them), run ``preprocess`` and every
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import time
@@ -26,10 +25,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from benchmarks.image_kinds import KINDS, load_mnist_test
+from benchmarks.image_kinds import KINDS, default_data_dir, load_mnist_test
 from service.errors import ServiceError
+from service.imaging import encode_png, preprocess
 from service.modelcard import TORCHSCRIPT_FILENAME, version_key
-from service.preprocess import encode_png, preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +147,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(
-            os.environ.get(
-                "DIGITS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist"
-            )
-        ),
+        default=default_data_dir(),
         help="MNIST IDX files (default: $DIGITS_DATA_DIR, else ../shared/data/mnist)",
     )
     parser.add_argument("--per-kind", type=int, default=1000, help="digits per image kind")

@@ -1,20 +1,36 @@
-"""A benchmark :class:`~benchmarks.measurements.Run` -> Markdown: set-up, tables, targets."""
+"""A benchmark :class:`~benchmarks.measurements.Run` -> Markdown: set-up, tables, targets.
+
+Every ratio in the report is computed here, from points of the same run: the mix's rows to
+the decode-only floor on the same bodies, the LeNet-5 rows to the empty endpoint (the
+ceiling) and to the naive server at the same concurrency.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
-from benchmarks.inprocess import InProcessResult, markdown_table
+from benchmarks.inprocess import InProcessResult, kinds_table, markdown_table
 from benchmarks.measurements import LoadPoint, Run
+from benchmarks.mix import ALL_MIXED, GROUPS
+from benchmarks.workloads import EXACT_MNIST, OFF_CENTRE_7
 
 CEILING = "ceiling"
+DECODE_ONLY = "decode-only"
 SERVICE = "service (lenet5)"
 SERVICE_DEFAULT = "service (default)"
 NAIVE = "naive (lenet5)"
+NAIVE_DEFAULT = "naive (default)"
 LITSERVE = "litserve (lenet5)"
+#: The LeNet-5 rows: the service and the references it is compared with.
+LENET5_SERVERS: Final = (CEILING, NAIVE, LITSERVE, SERVICE)
+#: The servers of the mix, in the order their rows are shown.
+MIX_SERVERS: Final = (DECODE_ONLY, SERVICE_DEFAULT, NAIVE_DEFAULT)
+MIX_CONCURRENCY: Final = 16
+MIX_WORKLOADS: Final = (ALL_MIXED, *GROUPS)
 
 
 @dataclass(frozen=True)
@@ -24,15 +40,35 @@ class Target:
     met: bool | None  # None: nothing to decide (a figure to show), or not measured
 
 
+@dataclass(frozen=True)
+class Column:
+    header: str
+    align: str  # "---" or "---:"
+    cell: Callable[[LoadPoint], str]
+
+
 def render(run: Run) -> str:
+    pinned = [p for p in run.points if p.pinned]
+    lenet5 = [p for p in pinned if p.server in LENET5_SERVERS]
+    others = [p for p in pinned if p.server not in LENET5_SERVERS and not _on_mix(p)]
     sections = [
         "## Set-up\n\n" + _environment(run),
+        f"## The realistic mix: default model, {MIX_CONCURRENCY} connections\n\n"
+        + _mix_description(run)
+        + "\n\n"
+        + _mix_table(run),
+        "### Per group (pinned)\n\n" + _group_table(run),
+        "### Preprocessing per kind, in process (one thread on CPU 0)\n\n" + kinds_table(run.kinds),
+        f"## LeNet-5, a 28x28 PNG not laid out as MNIST ({OFF_CENTRE_7.name}), pinned\n\n"
+        + _table(lenet5, _lenet5_columns(run)),
+        "## The default model and the queue bound, single images, pinned\n\n"
+        + _table(others, _single_image_columns(run)),
         "## In-process throughput (one thread on CPU 0, no HTTP)\n\n"
         + markdown_table(run.inprocess),
-        "## Over HTTP, pinned: server on CPU 0, wrk on CPU 1\n\n"
-        + _load_table([p for p in run.points if p.pinned], run),
         "## Over HTTP, unpinned: server and wrk share both CPUs\n\n"
-        + _load_table([p for p in run.points if not p.pinned], run),
+        + _table(
+            [p for p in run.points if not p.pinned and not _on_mix(p)], _single_image_columns(run)
+        ),
         "## Memory\n\n" + _memory_table(run),
         "## Targets\n\n" + _targets_table(targets(run)),
     ]
@@ -46,28 +82,120 @@ def _environment(run: Run) -> str:
     return "\n".join(lines)
 
 
-def _load_table(points: Sequence[LoadPoint], run: Run) -> str:
+def _on_mix(point: LoadPoint) -> bool:
+    return point.workload in MIX_WORKLOADS
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def _table(points: Sequence[LoadPoint], columns: Sequence[Column]) -> str:
+    if not points:
+        return "Not measured."
     lines = [
-        "| server | conc. | req/s | x ceiling | p50 ms | p90 ms | p99 ms | errors "
-        "| mean batch | CPU: loop + other threads |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| " + " | ".join(c.header for c in columns) + " |",
+        "|" + "|".join(c.align for c in columns) + "|",
     ]
-    for p in points:
-        ceiling = run.point(CEILING, p.concurrency, pinned=p.pinned)
-        ratio = (
-            f"{p.result.requests_per_s / ceiling.result.requests_per_s:.2f}"
-            if ceiling and ceiling.result.requests_per_s
-            else "-"
-        )
-        latency = p.result.latency_ms
-        cpu = f"{p.cpu.event_loop:.2f} + {p.cpu.other_threads:.2f}" if p.cpu else "-"
-        lines.append(
-            f"| {p.server} | {p.concurrency} | {p.result.requests_per_s:,.0f} | {ratio} "
-            f"| {latency['p50']:.2f} | {latency['p90']:.2f} | {latency['p99']:.2f} "
-            f"| {p.result.describe_errors()} "
-            f"| {f'{p.mean_batch:.1f}' if p.mean_batch else '-'} | {cpu} |"
-        )
+    lines += ["| " + " | ".join(c.cell(p) for c in columns) + " |" for p in points]
     return "\n".join(lines)
+
+
+def _ms(percentile: str) -> Column:
+    return Column(f"{percentile} ms", "---:", lambda p: f"{p.result.latency_ms[percentile]:.2f}")
+
+
+def _ratio(header: str, reference: Callable[[LoadPoint], LoadPoint | None]) -> Column:
+    """``point's req/s / reference's``, or ``-`` where the reference was not measured."""
+
+    def cell(point: LoadPoint) -> str:
+        other = reference(point)
+        if other is None or not other.result.requests_per_s:
+            return "-"
+        return f"{point.result.requests_per_s / other.result.requests_per_s:.2f}"
+
+    return Column(header, "---:", cell)
+
+
+SERVER = Column("server", "---", lambda p: p.server)
+BODY = Column("body", "---", lambda p: p.workload)
+CONCURRENCY = Column("conc.", "---:", lambda p: str(p.concurrency))
+CORES = Column("server on", "---", lambda p: "CPU 0" if p.pinned else "both CPUs")
+RATE = Column("req/s", "---:", lambda p: f"{p.result.requests_per_s:,.0f}")
+ERRORS = Column("errors", "---", lambda p: p.result.describe_errors())
+BATCH = Column("mean batch", "---:", lambda p: f"{p.mean_batch:.1f}" if p.mean_batch else "-")
+CPU = Column(
+    "CPU: loop + other threads",
+    "---",
+    lambda p: f"{p.cpu.event_loop:.2f} + {p.cpu.other_threads:.2f}" if p.cpu else "-",
+)
+
+
+def _decode_only_ratio(run: Run) -> Column:
+    """To the floor on the same bodies at the same concurrency, pinned (where it ran)."""
+    return _ratio(
+        "x decode-only",
+        lambda p: run.point(DECODE_ONLY, p.concurrency, workload=p.workload, pinned=True),
+    )
+
+
+def _ceiling_ratio(run: Run, header: str = "x ceiling") -> Column:
+    """To the ceiling at the same concurrency and pinning. It answers without looking at the
+    body, so it ran with the 28x28 PNG only; the other bodies are of the same size."""
+    return _ratio(
+        header,
+        lambda p: _lenet5_point(run, CEILING, p.concurrency, pinned=p.pinned),
+    )
+
+
+def _mix_description(run: Run) -> str:
+    total = run.workload_bodies.get(ALL_MIXED, 0)
+    if not total:
+        return "Not measured."
+    shares = ", ".join(
+        f"{group} {run.workload_bodies.get(group, 0) / total:.0%}" for group in GROUPS
+    )
+    return (
+        f"{total} distinct bodies (`benchmarks.mix`), each kind the same number of times; wrk "
+        f'sends them in rotation. Shares of "{ALL_MIXED}": {shares}. Ratios are to the '
+        "decode-only server (Pillow's full decode, constant answer) on the same bodies, pinned."
+    )
+
+
+def _mix_table(run: Run) -> str:
+    rows = [run.point(s, MIX_CONCURRENCY, workload=ALL_MIXED) for s in MIX_SERVERS]
+    rows.append(run.point(SERVICE_DEFAULT, MIX_CONCURRENCY, workload=ALL_MIXED, pinned=False))
+    columns = (SERVER, CORES, RATE, _ms("p50"), _ms("p99"), ERRORS, BATCH, CPU)
+    return _table([p for p in rows if p], (*columns, _decode_only_ratio(run)))
+
+
+def _group_table(run: Run) -> str:
+    total = run.workload_bodies.get(ALL_MIXED, 0)
+    group = Column("group", "---", lambda p: p.workload)
+    share = Column(
+        "share of the mix",
+        "---:",
+        lambda p: f"{run.workload_bodies.get(p.workload, 0) / total:.0%}" if total else "-",
+    )
+    rows = [
+        run.point(server, MIX_CONCURRENCY, workload=name)
+        for name in GROUPS
+        for server in MIX_SERVERS
+    ]
+    columns = (group, share, SERVER, RATE, _ms("p50"), _ms("p99"), ERRORS, BATCH)
+    return _table([p for p in rows if p], (*columns, _decode_only_ratio(run)))
+
+
+def _lenet5_columns(run: Run) -> tuple[Column, ...]:
+    naive = _ratio("x naive", lambda p: _lenet5_point(run, NAIVE, p.concurrency, pinned=p.pinned))
+    return _single_image_columns(run, (_ceiling_ratio(run, "x empty endpoint"), naive))
+
+
+def _single_image_columns(run: Run, ratios: Sequence[Column] | None = None) -> tuple[Column, ...]:
+    """A row per server, body and concurrency; ``ratios`` (default: to the ceiling) after
+    the rate."""
+    chosen = (_ceiling_ratio(run),) if ratios is None else tuple(ratios)
+    latency = (_ms("p50"), _ms("p90"), _ms("p99"))
+    return (SERVER, BODY, CONCURRENCY, RATE, *chosen, *latency, ERRORS, BATCH, CPU)
 
 
 def _memory_table(run: Run) -> str:
@@ -94,8 +222,10 @@ def _targets_table(rows: Sequence[Target]) -> str:
 
 
 def targets(run: Run) -> list[Target]:
-    """The issue's targets (LeNet-5, pinned), each checked against this run."""
+    """The issues' targets, each checked against this run: the mix's (issue #11), then
+    issue #4's on LeNet-5 (with the 28x28 PNG not laid out as MNIST), pinned."""
     return [
+        *_mix(run),
         *_at_64(run),
         *_at_1(run),
         *_at_256(run),
@@ -105,9 +235,47 @@ def targets(run: Run) -> list[Target]:
     ]
 
 
+def _lenet5_point(
+    run: Run, server: str, concurrency: int, *, pinned: bool = True
+) -> LoadPoint | None:
+    return run.point(server, concurrency, workload=OFF_CENTRE_7.name, pinned=pinned)
+
+
 def _rate(run: Run, server: str, concurrency: int, *, pinned: bool = True) -> float | None:
-    point = run.point(server, concurrency, pinned=pinned)
+    point = _lenet5_point(run, server, concurrency, pinned=pinned)
     return point.result.requests_per_s if point else None
+
+
+def _mix(run: Run) -> list[Target]:
+    pinned = run.point(SERVICE_DEFAULT, MIX_CONCURRENCY, workload=ALL_MIXED)
+    unpinned = run.point(SERVICE_DEFAULT, MIX_CONCURRENCY, workload=ALL_MIXED, pinned=False)
+    floor = run.point(DECODE_ONLY, MIX_CONCURRENCY, workload=ALL_MIXED)
+    rows = [
+        _ratio_target(
+            f"mix c={MIX_CONCURRENCY}: unpinned >= 1.6x pinned",
+            unpinned.result.requests_per_s if unpinned else None,
+            pinned.result.requests_per_s if pinned else None,
+            1.6,
+        ),
+    ]
+    if pinned is not None:
+        rows.append(
+            Target(
+                f"mix c={MIX_CONCURRENCY}: no errors",
+                pinned.result.describe_errors(),
+                pinned.result.errors == 0,
+            )
+        )
+    if pinned is not None and floor is not None:
+        rows.append(
+            Target(
+                f"mix c={MIX_CONCURRENCY}: the service against the decode-only floor",
+                f"{pinned.result.requests_per_s:,.0f} / {floor.result.requests_per_s:,.0f} = "
+                f"{pinned.result.requests_per_s / floor.result.requests_per_s:.2f}x",
+                None,
+            )
+        )
+    return rows
 
 
 def _ratio_target(what: str, ours: float | None, theirs: float | None, at_least: float) -> Target:
@@ -119,7 +287,7 @@ def _ratio_target(what: str, ours: float | None, theirs: float | None, at_least:
 
 def _at_64(run: Run) -> list[Target]:
     ours = _rate(run, SERVICE, 64)
-    point = run.point(SERVICE, 64)
+    point = _lenet5_point(run, SERVICE, 64)
     rows = [
         _ratio_target("c=64: >= 0.5x the ceiling", ours, _rate(run, CEILING, 64), 0.5),
         _ratio_target("c=64: >= 2x naive", ours, _rate(run, NAIVE, 64), 2.0),
@@ -134,7 +302,7 @@ def _at_64(run: Run) -> list[Target]:
 
 
 def _at_1(run: Run) -> list[Target]:
-    ours, theirs = run.point(SERVICE, 1), run.point(NAIVE, 1)
+    ours, theirs = _lenet5_point(run, SERVICE, 1), _lenet5_point(run, NAIVE, 1)
     if ours is None or theirs is None:
         return [Target("c=1: no batching tax", "not measured", None)]
     gap = ours.result.latency_ms["p50"] - theirs.result.latency_ms["p50"]
@@ -156,7 +324,7 @@ def _at_1(run: Run) -> list[Target]:
 
 def _at_256(run: Run) -> list[Target]:
     rows = []
-    within = run.point(SERVICE, 256)
+    within = _lenet5_point(run, SERVICE, 256)
     if within is not None:
         rows.append(
             Target(
@@ -184,7 +352,7 @@ def _at_256(run: Run) -> list[Target]:
 
 def _default_model(run: Run) -> Target:
     what = "default model c=64: >= 0.8x its in-process throughput at the service's batch size"
-    point = run.point(SERVICE_DEFAULT, 64)
+    point = run.point(SERVICE_DEFAULT, 64, workload=EXACT_MNIST.name)
     rows = [r for r in run.inprocess if r.model == "default"]
     if point is None or point.mean_batch is None or not rows:
         return Target(what, "not measured", None)
@@ -215,7 +383,8 @@ def interpolated_throughput(rows: Sequence[InProcessResult], batch: float) -> fl
 
 
 def _unpinned(run: Run) -> Target:
-    pinned, unpinned = run.point(SERVICE, 64), run.point(SERVICE, 64, pinned=False)
+    pinned = _lenet5_point(run, SERVICE, 64)
+    unpinned = _lenet5_point(run, SERVICE, 64, pinned=False)
     if pinned is None or unpinned is None or unpinned.cpu is None:
         return Target("unpinned: use of the second core", "not measured", None)
     gain = unpinned.result.requests_per_s / pinned.result.requests_per_s

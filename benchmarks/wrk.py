@@ -1,17 +1,23 @@
-"""The load generator: ``wrk`` (C, event-driven) posting one image over keep-alive
-connections, with ``post_image.lua`` counting answers by status and reporting percentiles."""
+"""The load generator: ``wrk`` (C, event-driven) posting one image, or many in rotation, over
+keep-alive connections, with ``post_image.lua`` / ``post_mix.lua`` counting answers by status
+and reporting percentiles."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.servers import pinned
 
 LUA_SCRIPT = Path(__file__).with_name("post_image.lua")
+MIX_LUA_SCRIPT = Path(__file__).with_name("post_mix.lua")
+#: A body file and the Content-Type it is sent with.
+Body = tuple[Path, str]
 _RESULT_PREFIX = "WRK_RESULT "
 
 INSTALL_HINT = (
@@ -65,17 +71,19 @@ def wrk_version() -> str:
 def run_wrk(
     url: str,
     *,
-    body: Path,
-    content_type: str,
+    body: Path | Sequence[Body],
+    content_type: str | None = None,
     concurrency: int,
     duration_s: float,
     cpus: str | None,
     timeout_s: float = 10.0,
 ) -> LoadResult:
     """One closed-loop run: ``concurrency`` connections, each sending its next request as soon
-    as the previous answer arrives. One wrk thread: it drives thousands of requests a second
-    from one core, and the second core (if any) stays for the server."""
-    argv = (
+    as the previous answer arrives. ``body`` is one file (sent with ``content_type``) or a
+    list of (file, content type) that the requests rotate through. One wrk thread: it drives
+    thousands of requests a second from one core, and the second core (if any) stays for the
+    server."""
+    argv = [
         "wrk",
         "--threads",
         "1",
@@ -85,22 +93,34 @@ def run_wrk(
         f"{max(1, round(duration_s))}s",
         "--timeout",
         f"{timeout_s:g}s",
-        "--script",
-        str(LUA_SCRIPT),
-        url,
-        "--",
-        str(body),
-        content_type,
-    )
-    done = subprocess.run(pinned(argv, cpus), capture_output=True, text=True, check=False)
+    ]
+    with tempfile.TemporaryDirectory(prefix="digits-wrk-") as scratch:
+        if isinstance(body, Path):
+            if content_type is None:
+                raise ValueError("one body needs its content_type")
+            argv += ["--script", str(LUA_SCRIPT), url, "--", str(body), content_type]
+        else:
+            listing = write_body_list(Path(scratch) / "bodies.tsv", body)
+            argv += ["--script", str(MIX_LUA_SCRIPT), url, "--", str(listing)]
+        done = subprocess.run(
+            pinned(tuple(argv), cpus), capture_output=True, text=True, check=False
+        )
     line = next((x for x in done.stdout.splitlines() if x.startswith(_RESULT_PREFIX)), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     return parse_result(line[len(_RESULT_PREFIX) :], concurrency)
 
 
+def write_body_list(path: Path, bodies: Sequence[Body]) -> Path:
+    """The list ``post_mix.lua`` reads: ``<content type><TAB><absolute path>`` a line."""
+    if not bodies:
+        raise ValueError("no bodies to send")
+    path.write_text("".join(f"{media}\t{file.resolve()}\n" for file, media in bodies))
+    return path
+
+
 def parse_result(text: str, concurrency: int) -> LoadResult:
-    """The JSON that ``post_image.lua`` prints -> :class:`LoadResult`."""
+    """The JSON that ``post_mix.lua`` prints -> :class:`LoadResult`."""
     raw = json.loads(text)
     latency = {key: value / 1000.0 for key, value in raw["latency_us"].items()}
     return LoadResult(

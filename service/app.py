@@ -29,9 +29,9 @@ from service.error_responses import (
 )
 from service.errors import ServiceError
 from service.fast_path import PredictFastPath
+from service.imaging import preprocess
 from service.metrics import ServiceMetrics
 from service.middleware import AdmissionLimit, RequestContext
-from service.preprocess import preprocess
 from service.repository import ModelRepository, SelfTestDigit, resolve_device
 from service.routes import health, models, page, predict
 from service.runtime import Runtime

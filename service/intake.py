@@ -17,19 +17,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import BadImage, ClientGone, PayloadTooLarge, UnsupportedMediaType
+from service.imaging.formats import CANONICAL_MEDIA_TYPES, IMAGE_MEDIA_TYPES
 
 #: Content types taken as the image itself (the bytes are sniffed; the type is not trusted).
 RAW_IMAGE_TYPES = frozenset(
     {
-        "image/png",
-        "image/jpeg",
-        "image/jpg",
-        "image/pjpeg",
-        "image/webp",
-        "image/bmp",
-        "image/x-ms-bmp",
-        "image/tiff",
-        "image/gif",
+        *IMAGE_MEDIA_TYPES,
         "application/octet-stream",
         # What `curl --data-binary @digit.png` sends when no type is given.
         "application/x-www-form-urlencoded",
@@ -87,9 +80,9 @@ async def image_from_request(request: Request, limit: int) -> bytes:
         data = image_from_json(await read_body(request, limit))
     else:
         raise UnsupportedMediaType(
-            f"content type {kind!r} is not accepted; send the image bytes as image/png, "
-            "image/jpeg, image/webp, image/bmp, image/tiff, image/gif or "
-            "application/octet-stream, or multipart/form-data with a field 'file', or JSON "
+            f"content type {kind!r} is not accepted; send the image bytes as "
+            f"{', '.join(CANONICAL_MEDIA_TYPES)} or application/octet-stream, or "
+            "multipart/form-data with a field 'file', or JSON "
             '{"image": "<base64>"}'
         )
     if not data:

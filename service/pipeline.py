@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from service import batcher
 from service.errors import ClientGone
-from service.preprocess import encode_png, preprocess
+from service.imaging import encode_png, preprocess
 from service.repository import ServedModel
 from service.runtime import Runtime
 from service.schemas import EnsemblePrediction, ModelRef, Prediction, Timing

@@ -6,6 +6,7 @@ binds a port, naming the variable and what would be accepted.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -96,7 +97,12 @@ class Settings(BaseSettings):
         description="A lone request runs on the event loop (no thread hand-off) for models "
         "whose one-image forward pass takes less than this (0: never).",
     )
-    preprocess_threads: int = Field(default=2, ge=1, description="Threads decoding images.")
+    preprocess_threads: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)),
+        ge=1,
+        description="Threads decoding and preprocessing images (default: one per CPU the "
+        "process may run on; the imaging primitives release the GIL).",
+    )
     shutdown_grace_s: float = Field(default=10.0, ge=0.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

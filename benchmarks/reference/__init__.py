@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import uvicorn
 from fastapi import FastAPI
+
+#: The service's default ``DIGITS_MAX_IMAGE_PIXELS``: what the in-process references allow.
+MAX_PIXELS: Final = 40_000_000
 
 
 def serve(app: FastAPI, port: int) -> None:

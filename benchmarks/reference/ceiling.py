@@ -7,6 +7,7 @@ httptools) answering /predict by reading the body and returning a constant.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request, Response
 
@@ -20,13 +21,16 @@ ANSWER = (
 )
 
 
-def create_app() -> FastAPI:
+def create_app(handle_body: Callable[[bytes], Response | None] | None = None) -> FastAPI:
+    """The constant-answer app; ``handle_body`` (the decode-only floor's decoder) runs on
+    each body first, and a response it returns is sent instead of the constant."""
     app = FastAPI()
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
-        await request.body()
-        return Response(ANSWER, media_type="application/json")
+        body = await request.body()
+        refusal = handle_body(body) if handle_body is not None else None
+        return refusal or Response(ANSWER, media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -21,10 +21,9 @@ import torch
 from fastapi import Request
 from litserve.server import BaseRequestHandler  # type: ignore[import-untyped]
 
+from benchmarks.reference import MAX_PIXELS
 from benchmarks.reference.package import load_model
-from service.preprocess import preprocess
-
-MAX_PIXELS = 40_000_000
+from service.imaging import preprocess
 
 
 class DigitsAPI(litserve.LitAPI):  # type: ignore[misc]

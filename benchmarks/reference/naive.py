@@ -13,11 +13,9 @@ from typing import Any
 import torch
 from fastapi import FastAPI, Request
 
-from benchmarks.reference import serve
+from benchmarks.reference import MAX_PIXELS, serve
 from benchmarks.reference.package import load_model
-from service.preprocess import preprocess
-
-MAX_PIXELS = 40_000_000
+from service.imaging import preprocess
 
 
 def create_app(model: torch.jit.ScriptModule) -> FastAPI:

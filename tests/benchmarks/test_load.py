@@ -12,9 +12,11 @@ from benchmarks.digit_image import BENCHMARK_PNG, CONTENT_TYPE
 from benchmarks.inprocess import InProcessResult
 from benchmarks.load import ceiling
 from benchmarks.measurements import CpuUse, LoadPoint, MemoryCheck, Run
+from benchmarks.mix import ALL_MIXED, GROUPS
 from benchmarks.prometheus_text import mean_batch_size, requests_answered, sample_sum
 from benchmarks.report import interpolated_throughput, render, targets
 from benchmarks.servers import running
+from benchmarks.workloads import EXACT_MNIST, OFF_CENTRE_7
 from benchmarks.wrk import LoadResult, parse_result, run_wrk
 from service.batcher import BatchReport
 from service.metrics import ServiceMetrics
@@ -64,7 +66,15 @@ def test_in_process_throughput_is_interpolated_in_log_batch_size() -> None:
     assert interpolated_throughput(table, 64.0) == 500.0
 
 
-def point(server: str, concurrency: int, rate: float, p99: float = 5.0, **kw: object) -> LoadPoint:
+def point(
+    server: str,
+    concurrency: int,
+    rate: float,
+    p99: float = 5.0,
+    workload: str = OFF_CENTRE_7.name,
+    pinned: bool = True,
+    **kw: object,
+) -> LoadPoint:
     statuses = kw.pop("statuses", {200: int(rate)})
     assert isinstance(statuses, dict)
     result = LoadResult(
@@ -77,7 +87,7 @@ def point(server: str, concurrency: int, rate: float, p99: float = 5.0, **kw: ob
     )
     mean_batch = kw.pop("mean_batch", None)
     assert mean_batch is None or isinstance(mean_batch, float)
-    return LoadPoint(server, True, result, (rate,), mean_batch, CpuUse(0.9, 0.1))
+    return LoadPoint(server, workload, pinned, result, (rate,), mean_batch, CpuUse(0.9, 0.1))
 
 
 def sample_run() -> Run:
@@ -88,7 +98,7 @@ def sample_run() -> Run:
         point("naive (lenet5)", 64, 1900.0),
         point("litserve (lenet5)", 64, 1100.0),
         point("service (lenet5)", 64, 4100.0, p99=31.0),
-        point("service (default)", 64, 420.0, mean_batch=16.0),
+        point("service (default)", 64, 420.0, workload=EXACT_MNIST.name, mean_batch=16.0),
         point("service (lenet5, queue 128)", 256, 5000.0, statuses={200: 4000, 503: 1000}),
     ]
     run.memory = [MemoryCheck("service (lenet5)", 100 * 2**20, 105 * 2**20, 100_000)]
@@ -111,13 +121,51 @@ def test_report_holds_every_section() -> None:
     report = render(sample_run())
     for heading in (
         "## Set-up",
+        "## The realistic mix",
+        "### Per group",
+        "### Preprocessing per kind",
+        "## LeNet-5, a 28x28 PNG",
         "## In-process",
-        "## Over HTTP, pinned",
+        "## Over HTTP, unpinned",
         "## Memory",
         "## Targets",
     ):
         assert heading in report
-    assert "| service (lenet5) | 64 | 4,100 | 0.51 |" in report
+    assert "| service (lenet5) | off-centre 7 | 64 | 4,100 | 0.51 | 2.16 |" in report
+
+
+def mix_run() -> Run:
+    run = Run(environment={}, commands=[])
+    run.workload_bodies = {ALL_MIXED: 400, **{group: 40 for group in GROUPS}}
+    run.workload_bodies["paper, scanned or photographed"] = 200
+    run.workload_bodies["canvas exports"] = 80
+    run.points = [
+        point("decode-only", 16, 1000.0, workload=ALL_MIXED),
+        point("service (default)", 16, 400.0, workload=ALL_MIXED),
+        point("naive (default)", 16, 250.0, workload=ALL_MIXED),
+        point("service (default)", 16, 700.0, workload=ALL_MIXED, pinned=False),
+        point("decode-only", 16, 2000.0, workload="canvas exports"),
+        point("service (default)", 16, 500.0, workload="canvas exports"),
+    ]
+    return run
+
+
+def test_mix_rows_are_given_as_ratios_to_the_decode_only_floor() -> None:
+    report = render(mix_run())
+    assert "paper, scanned or photographed 50%" in report  # the shares of "all mixed"
+    assert "| service (default) | CPU 0 | 400 |" in report
+    assert report.count("| 0.40 |") == 1  # 400 / 1000, pinned
+    assert "| service (default) | both CPUs | 700 |" in report
+    assert "| 0.70 |" in report  # unpinned, to the pinned floor
+    assert "| canvas exports | 20% | service (default) | 500 |" in report
+    assert "| 0.25 |" in report  # 500 / 2000: a group's rows to the floor on that group
+
+
+def test_mix_target_is_the_unpinned_gain() -> None:
+    judged = {t.what: t for t in targets(mix_run())}
+    gain = judged["mix c=16: unpinned >= 1.6x pinned"]
+    assert (gain.measured, gain.met) == ("700 / 400 = 1.75x", True)
+    assert judged["mix c=16: no errors"].met is True
 
 
 @pytest.mark.slow
