@@ -35,8 +35,9 @@ train: $(STAMP)
 train-dry-run: $(STAMP)
 	$(PY) -m training train --arch lenet5 --data-dir $(DATA_DIR) --out /tmp/digits-dry-run --dry-run
 
-# The load benchmark (BENCHMARKS.md): the service as a real process driven by wrk, beside the
-# HTTP ceiling, a naive server and LitServe. About 20 minutes; bench-quick about 4.
+# The load benchmark (BENCHMARKS.md): the service as a real process driven by wrk, on the
+# realistic mix of what users send and on single images, beside a decode-only server, a naive
+# server, LitServe and the HTTP ceiling. About 21 minutes; bench-quick about 5.
 bench: $(STAMP)
 	$(PY) -m benchmarks.load --output runs/bench.md --json runs/bench.json
 
