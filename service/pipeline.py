@@ -58,7 +58,7 @@ def is_tiny_image(data: bytes) -> bool:
     and :data:`TINY_IMAGE_BYTES` bytes: one that costs less to preprocess on the event loop
     than to hand to the decode pool.
 
-    An exact-MNIST 28x28 PNG preprocesses in ~0.1 ms and one of another layout in ~0.75 ms
+    An exact-MNIST 28x28 PNG preprocesses in ~0.1 ms and one of another layout in ~0.9 ms
     (2026-12-01, BENCHMARKS.md); a hop to a pool thread costs about as much as the former,
     and a pool thread competes with the loop for the GIL at every imaging call. Both bounds
     are needed: the header bounds the pixels, the byte count bounds everything else a PNG
