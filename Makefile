@@ -9,15 +9,16 @@ MODEL_DIR ?= models
 
 .PHONY: serve test lint train train-dry-run fmt openapi bench bench-quick soak overload system-deps clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,dev,bench]'
+	$(PY) -m pip install --quiet -c constraints.txt -e ./client -e '.[train,dev,bench]'
 	touch $(STAMP)
 
 serve: $(STAMP)
 	$(PY) -m service
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	DIGITS_DATA_DIR=$(DATA_DIR) $(PY) -m pytest
 
 lint: $(STAMP)

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from benchmarks.image_kinds import KINDS, default_data_dir, load_mnist_test
 from service.errors import ServiceError
 from service.imaging import encode_png, preprocess
-from service.modelcard import TORCHSCRIPT_FILENAME, version_key
+from service.packages.card import TORCHSCRIPT_FILENAME, version_key
 
 logger = logging.getLogger(__name__)
 

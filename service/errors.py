@@ -1,6 +1,7 @@
 """Errors are part of the API: one exception type per HTTP status, one JSON shape at the edge.
 
-Code anywhere in the service raises one of these; ``service.app`` turns it into::
+Code anywhere in the service raises one of these; the edge (``service.http.responses``)
+turns it into::
 
     {"error": {"status": 413, "code": "image_too_large", "message": "...", "request_id": "..."}}
 
@@ -44,6 +45,13 @@ class Unauthorized(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    """The key is valid, or not needed, but this action is not allowed with it."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(ServiceError):

@@ -69,14 +69,35 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per-model overrides as JSON: {"lenet5": {"max_batch_size": 128}}.',
     )
+    # --- admission (service.http.admission)
+    latency_target_ms: float = Field(
+        default=250.0,
+        gt=0.0,
+        description="Admission keeps the latency of accepted /predict requests near this, "
+        "from arrival to answer: it adapts how many may be in progress, and refuses the rest "
+        "with 503 before their body is read.",
+    )
+    min_in_flight: int = Field(
+        default=8, ge=1, description="The adaptive limit never goes below this."
+    )
+    initial_in_flight: int = Field(default=64, ge=1, description="Where the adaptive limit starts.")
     max_in_flight: int = Field(
         default=0,
         ge=0,
-        description="/predict requests handled at once; beyond, 503 before the body is read "
-        "(0: queue_size + max_batch_size).",
+        description="A fixed limit on /predict requests in progress instead of the adaptive "
+        "one (0: adaptive).",
+    )
+    memory_budget_mb: int = Field(
+        default=1024,
+        ge=64,
+        description="Memory for requests: decoding (preprocess_threads x max_image_pixels x "
+        "4 bytes) and, of the rest, request bodies (3 bytes held per body byte). The default "
+        "fits a 2 GiB container with the models loaded.",
     )
     request_timeout_ms: float = Field(
-        default=5000.0, gt=0.0, description="A request still queued after this gets a 504."
+        default=5000.0,
+        gt=0.0,
+        description="A request not yet run this long after it arrived gets a 504.",
     )
 
     # --- inputs
@@ -98,12 +119,22 @@ class Settings(BaseSettings):
         "whose one-image forward pass takes less than this (0: never).",
     )
     preprocess_threads: int = Field(
-        default_factory=lambda: len(os.sched_getaffinity(0)),
+        # At most 4: each thread reserves a decode's memory out of memory_budget_mb (160 MB
+        # at the default pixel limit), and past a few threads the GIL, not the cores, limits.
+        default_factory=lambda: min(4, len(os.sched_getaffinity(0))),
         ge=1,
         description="Threads decoding and preprocessing images (default: one per CPU the "
-        "process may run on; the imaging primitives release the GIL).",
+        "process may run on, at most 4; the imaging primitives release the GIL).",
     )
-    shutdown_grace_s: float = Field(default=10.0, ge=0.0)
+    drain_delay_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="After SIGTERM, keep serving this long with /readyz at 503, so load "
+        "balancers stop sending before the port closes (containers set 5).",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0.0, description="Then, time for the requests admitted to finish."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -112,18 +143,23 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated keys; when set, /predict and /models need one.",
     )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys for POST /models/reload (API keys do not do). With "
+        "API keys set and no admin key, reload is off.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS (none: off)."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
         for key in keys:
@@ -146,8 +182,28 @@ class Settings(BaseSettings):
         )
 
     @property
-    def in_flight_limit(self) -> int:
-        return self.max_in_flight or self.queue_size + self.max_batch_size
+    def decode_reserve_bytes(self) -> int:
+        """Memory the decode threads may hold at once: an RGBA copy of the largest image each."""
+        return self.preprocess_threads * self.max_image_pixels * 4
+
+    @property
+    def body_budget_bytes(self) -> int:
+        """What :attr:`memory_budget_mb` leaves for request bodies."""
+        return self.memory_budget_mb * MiB - self.decode_reserve_bytes
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> Settings:
+        from_bodies = self.body_budget_bytes
+        if from_bodies < 3 * self.max_body_bytes:
+            raise ValueError(
+                f"memory_budget_mb ({self.memory_budget_mb}) leaves {from_bodies // MiB} MiB "
+                f"for request bodies after decoding ({self.decode_reserve_bytes // MiB} MiB: "
+                "preprocess_threads x max_image_pixels x 4), less than one body of "
+                f"max_body_bytes needs (3 x {self.max_body_bytes // MiB} MiB): raise "
+                "DIGITS_MEMORY_BUDGET_MB, or lower DIGITS_MAX_IMAGE_PIXELS, "
+                "DIGITS_PREPROCESS_THREADS or DIGITS_MAX_BODY_BYTES"
+            )
+        return self
 
     def batching_for(self, model_name: str) -> BatchingSettings:
         """The batching in force for one model: its override, else the defaults."""

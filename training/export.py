@@ -1,9 +1,13 @@
-"""Writing a model package: TorchScript + ``torch.export`` files, verified, and the model card.
+"""Writing a model package: the TorchScript file, verified, and the model card.
 
 The package's network is a wrapper that takes what the service gives it, float32
 ``(N, 1, 28, 28)`` in [0, 1] with white ink on black, applies the MNIST normalisation and the
-calibration temperature itself, and returns logits ``(N, 10)``. Both files are loaded back and
-compared with the eager wrapper before anything is reported from them.
+calibration temperature itself, and returns logits ``(N, 10)``. The file is loaded back and
+compared with the eager wrapper before anything is reported from it.
+
+Only TorchScript is written: it is what the service loads and verifies. (A ``torch.export``
+program, TorchScript's successor, was written beside it until 2026-12 but never served; it
+returns when the service can load and self-test it.)
 """
 
 import logging
@@ -16,8 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from service.modelcard import (
-    EXPORT_FILENAME,
+from service.packages.card import (
     TORCHSCRIPT_FILENAME,
     ModelCard,
     PackageFile,
@@ -58,7 +61,7 @@ class PackagedClassifier(nn.Module):
     def __init__(self, network: nn.Module, temperature: float) -> None:
         super().__init__()
         self.network = network
-        # Buffers, not Python floats, so they are saved inside both exported files.
+        # Buffers, not Python floats, so they are saved inside the exported file.
         self.register_buffer("mean", torch.tensor(MNIST_MEAN, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(MNIST_STD, dtype=torch.float32))
         self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
@@ -72,19 +75,16 @@ class PackagedClassifier(nn.Module):
 
 @dataclass(frozen=True)
 class ExportedFiles:
-    """The two model files of a package, loaded back and checked against the eager model."""
+    """The model file of a package, loaded back and checked against the eager model."""
 
     torchscript_path: Path
-    export_path: Path
     torchscript: torch.jit.ScriptModule
     max_difference_torchscript: float
-    max_difference_export: float
 
     def describe(self) -> PackageFiles:
         """The card's ``files`` entry: names, digests, sizes."""
         return PackageFiles(
             torchscript=PackageFile.describe(self.torchscript_path, "torchscript"),
-            export=PackageFile.describe(self.export_path, "torch.export"),
         )
 
 
@@ -115,13 +115,6 @@ def save_torchscript(wrapper: PackagedClassifier, path: Path) -> None:
         torch.jit.save(torch.jit.script(wrapper), str(path))
 
 
-def save_torch_export(wrapper: PackagedClassifier, path: Path, example: torch.Tensor) -> None:
-    """Save the ``torch.export`` program of ``wrapper`` with a dynamic batch dimension."""
-    batch = torch.export.Dim("batch", min=1, max=65_536)
-    program = torch.export.export(wrapper, (example,), dynamic_shapes={"pixels": {0: batch}})
-    torch.export.save(program, str(path))
-
-
 def max_difference(expected: torch.Tensor, actual: torch.Tensor, what: str) -> float:
     """Largest elementwise |expected - actual|; raises :class:`ExportError` when the shapes
     differ or it exceeds :data:`MAX_ABS_DIFFERENCE`. ``what`` names the file in the message."""
@@ -139,31 +132,21 @@ def max_difference(expected: torch.Tensor, actual: torch.Tensor, what: str) -> f
 def export_model_files(
     network: nn.Module, temperature: float, package_dir: Path, check_batch: torch.Tensor
 ) -> ExportedFiles:
-    """Write ``model.pt`` and ``model.pt2`` into ``package_dir`` and verify both.
+    """Write ``model.pt`` into ``package_dir`` and verify it.
 
-    ``check_batch`` (N, 1, 28, 28) in [0, 1] is run through the eager wrapper and through each
+    ``check_batch`` (N, 1, 28, 28) in [0, 1] is run through the eager wrapper and through the
     reloaded file; any difference above :data:`MAX_ABS_DIFFERENCE` raises :class:`ExportError`.
     """
     wrapper = PackagedClassifier(copy_to_cpu(network), temperature).eval()
     torchscript_path = package_dir / TORCHSCRIPT_FILENAME
-    export_path = package_dir / EXPORT_FILENAME
     save_torchscript(wrapper, torchscript_path)
-    save_torch_export(wrapper, export_path, check_batch[:2])
 
     with torch.inference_mode():
         expected = wrapper(check_batch)  # (N, 10)
         scripted = load_torchscript(torchscript_path)
         ts_difference = max_difference(expected, scripted(check_batch), "model.pt")
-        program = torch.export.load(str(export_path)).module()
-        ep_difference = max_difference(expected, program(check_batch), "model.pt2")
-    logger.info(
-        "exported %s and %s (max |difference| %.2g, %.2g)",
-        torchscript_path,
-        export_path,
-        ts_difference,
-        ep_difference,
-    )
-    return ExportedFiles(torchscript_path, export_path, scripted, ts_difference, ep_difference)
+    logger.info("exported %s (max |difference| %.2g)", torchscript_path, ts_difference)
+    return ExportedFiles(torchscript_path, scripted, ts_difference)
 
 
 def copy_to_cpu(network: nn.Module) -> nn.Module:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from service.modelcard import (
+from service.packages.card import (
     Calibration,
     DatasetInfo,
     Metrics,

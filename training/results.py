@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.modelcard import ModelCard, version_key
+from service.packages.card import ModelCard, version_key
 from training.architectures import ARCHITECTURES
 
 HEADER = (

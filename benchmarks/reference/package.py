@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from service.modelcard import version_key
-from service.repository import load_module, read_verified_card
+from service.packages.card import version_key
+from service.packages.loading import load_module, optimized_for_inference
+from service.packages.verification import read_verified_card
 
 
 def newest_package(model_dir: Path, name: str) -> Path:
@@ -18,6 +19,8 @@ def newest_package(model_dir: Path, name: str) -> Path:
 
 
 def load_model(model_dir: Path, name: str) -> torch.jit.ScriptModule:
-    """The TorchScript module of ``name``'s newest version, on the CPU, in eval mode."""
+    """The TorchScript module of ``name``'s newest version, on the CPU, in eval mode,
+    optimised for inference as the service serves it."""
     package = newest_package(model_dir, name)
-    return load_module(package, read_verified_card(package), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    return optimized_for_inference(load_module(package, read_verified_card(package), cpu), cpu)

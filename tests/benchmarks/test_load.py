@@ -18,8 +18,8 @@ from benchmarks.report import interpolated_throughput, render, targets
 from benchmarks.servers import running
 from benchmarks.workloads import EXACT_MNIST, OFF_CENTRE_7
 from benchmarks.wrk import LoadResult, parse_result, run_wrk
-from service.batcher import BatchReport
-from service.metrics import ServiceMetrics
+from service.inference.batcher import BatchReport
+from service.observability.metrics import ServiceMetrics
 
 WRK_LINE = (
     '{"duration_us": 2000000, "requests": 9000, "statuses": {"200": 8990, "503": 10}, '
@@ -42,7 +42,7 @@ def test_mean_batch_size_and_requests_come_from_the_service_metrics() -> None:
     before = metrics.render().decode()
     for size in (4, 8):
         metrics.observe_batch("lenet5", "1", BatchReport(size, (0.001,) * size, 0.002, 0, 0, 0))
-    metrics.observe_request("/predict", "lenet5/1", 200, 0.003)
+    metrics.observe_request("/predict", "lenet5", "1", 200, 0.003)
     after = metrics.render().decode()
     assert mean_batch_size(before, after) == pytest.approx(6.0)
     assert mean_batch_size(after, after) is None

@@ -23,8 +23,8 @@ from benchmarks.stress import (
     render,
 )
 from benchmarks.wrk import LoadResult
-from service.batcher import BatchReport
-from service.metrics import ServiceMetrics
+from service.inference.batcher import BatchReport
+from service.observability.metrics import ServiceMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 LENET5_PACKAGE = REPO / "models" / "lenet5"

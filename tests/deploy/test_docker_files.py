@@ -250,7 +250,7 @@ def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
         "data/mnist/train-images-idx3-ubyte.gz",
         ".mypy_cache/3.11/service.json",
         ".pytest_cache/v/cache/nodeids",
-        "tests/service/test_app.py",
+        "tests/service/api/test_routes.py",
         "benchmarks/load.py",
         "reports/confusion.png",
         "confusion.png",

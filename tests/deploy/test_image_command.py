@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.modelcard import CARD_FILENAME
+from service.packages.card import CARD_FILENAME
 from service.settings import Settings
 from tests.service.conftest import write_package
 

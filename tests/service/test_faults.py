@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.service.api.test_routes import assert_error
 from tests.service.conftest import TinyNet, digit_png, running_app, write_package
-from tests.service.test_app import assert_error
 
 pytestmark = pytest.mark.anyio
 

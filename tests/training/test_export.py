@@ -36,14 +36,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory, mnist: MnistSplits) -> Ex
     return Exported(network, export_model_files(network, 2.5, folder, check), folder)
 
 
-def test_both_files_are_written_and_described(exported: Exported) -> None:
+def test_the_torchscript_file_is_written_and_described(exported: Exported) -> None:
     _, files, folder = exported
     described = files.describe()
     assert (folder / described.torchscript.path).stat().st_size == described.torchscript.bytes
-    assert described.export is not None
-    assert (folder / described.export.path).is_file()
     assert described.torchscript.format == "torchscript"
-    assert described.export.format == "torch.export"
+    # Only what the service loads is shipped.
+    assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]
 
 
 def test_torchscript_file_holds_normalisation_and_temperature(
@@ -57,16 +56,6 @@ def test_torchscript_file_holds_normalisation_and_temperature(
         assert (reloaded(pixels) - expected).abs().max() <= MAX_ABS_DIFFERENCE
 
 
-def test_torch_export_file_has_a_dynamic_batch(exported: Exported, mnist: MnistSplits) -> None:
-    network, files, _ = exported
-    program = torch.export.load(str(files.export_path)).module()
-    for batch in (1, 3, 100):
-        pixels = to_float(mnist.test.images[:batch])
-        with torch.no_grad():
-            expected = network(normalise(pixels)) / 2.5
-            assert (program(pixels) - expected).abs().max() <= MAX_ABS_DIFFERENCE
-
-
 def test_round_trip_is_exact_for_every_architecture(tmp_path: Path, mnist: MnistSplits) -> None:
     check = to_float(mnist.validation.images[:16])
     for name in ("mlp", "lenet1", "cnn_small", "cnn_bn", "default"):
@@ -75,7 +64,6 @@ def test_round_trip_is_exact_for_every_architecture(tmp_path: Path, mnist: Mnist
         folder.mkdir()
         files = export_model_files(get_architecture(name).build().eval(), 1.3, folder, check)
         assert files.max_difference_torchscript <= MAX_ABS_DIFFERENCE
-        assert files.max_difference_export <= MAX_ABS_DIFFERENCE
 
 
 def test_a_differing_file_is_an_error() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.modelcard import ModelCard, sha256_of
+from service.packages.card import ModelCard, sha256_of
 from training.architectures import ARCHITECTURES, get_architecture
 from training.data import MNIST_SHA256, MnistSplits, to_float
 from training.export import load_torchscript
@@ -24,11 +24,14 @@ def test_every_architecture_has_a_package() -> None:
 def test_package_files_match_their_card(package: Path) -> None:
     card = ModelCard.read(package)
     assert (card.name, card.version) == (package.parent.name, package.name)
-    assert card.files.export is not None
-    for described in (card.files.torchscript, card.files.export):
-        path = package / described.path
-        assert path.stat().st_size == described.bytes
-        assert sha256_of(path) == described.sha256
+    described = card.files.torchscript
+    path = package / described.path
+    assert path.stat().st_size == described.bytes
+    assert sha256_of(path) == described.sha256
+    # What the service loads is all that is shipped besides the card and its pictures.
+    assert sorted(p.name for p in package.iterdir() if p.suffix not in (".json", ".png")) == [
+        "model.pt"
+    ]
     assert card.dataset.sha256 == MNIST_SHA256
     assert "DRY RUN" not in card.description
     assert card.calibration.ece_after <= card.calibration.ece_before + 0.005

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.modelcard import ModelCard, sha256_of
+from service.packages.card import ModelCard, sha256_of
 from training.__main__ import build_parser, main
 from training.data import MnistSplits, to_float
 from training.export import load_torchscript
@@ -54,9 +54,7 @@ def test_dry_run_exports_a_package_that_loads_back(
     assert card.command.startswith("python -m training train --arch lenet5 --dry-run")
     assert card.training.epochs == 1
     assert card.dataset.test_samples == 10_000
-    assert card.files.export is not None
-    for described in (card.files.torchscript, card.files.export):
-        assert sha256_of(package / described.path) == described.sha256
+    assert sha256_of(package / card.files.torchscript.path) == card.sha256
     for picture in (HISTORY_FILENAME, CONFUSION_FILENAME, MISTAKES_FILENAME):
         assert 0 < (package / picture).stat().st_size < 150_000
     # The card's figure is what the file scores, and nothing else was left in the folder.

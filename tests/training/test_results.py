@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.modelcard import ModelCard
+from service.packages.card import ModelCard
 from training.results import HEADER, results_table
 
 MODELS = Path(__file__).resolve().parents[2] / "models"

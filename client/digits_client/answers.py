@@ -1,0 +1,102 @@
+"""The service's answers as the client reads them.
+
+Lenient on purpose: the server may add fields in any release, so an unknown field is kept
+(in ``model_extra``) rather than refused, and only what the client and the ``digits``
+command use is typed. The server's OpenAPI document (``openapi.json``) is the full
+reference; a test checks that every field here is in it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class ModelRef(Answer):
+    name: str
+    version: str
+
+
+class Timing(Answer):
+    queue: float
+    inference: float
+    total: float
+
+
+class Prediction(Answer):
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    uncertain: bool
+    model: ModelRef
+    timing_ms: Timing
+    batch_size: int
+    image: str | None = None
+
+
+class EnsemblePrediction(Answer):
+    digit: int
+    agree: bool
+    predictions: list[Prediction]
+
+
+class ErrorDetail(Answer):
+    status: int
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+class BatchItem(Answer):
+    filename: str | None
+    prediction: Prediction | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchPredictionResponse(Answer):
+    results: list[BatchItem]
+
+
+class ModelMetrics(Answer):
+    test_accuracy: float
+
+
+class ModelInfo(Answer):
+    name: str
+    version: str
+    status: str
+    error: str | None = None
+    default: bool
+    newest: bool
+    architecture: str | None = None
+    parameters: int | None = None
+    metrics: ModelMetrics | None = None
+    created_at: datetime | None = None
+    device: str | None = None
+
+
+class ModelsResponse(Answer):
+    default_model: str
+    models: list[ModelInfo]
+
+
+class ReloadResponse(Answer):
+    loaded: list[ModelRef]
+    unchanged: list[ModelRef]
+    removed: list[ModelRef]
+    failed: list[ModelInfo]
+
+
+class Health(Answer):
+    status: str
+
+
+class Readiness(Answer):
+    ready: bool
+    models: dict[str, str]
+    reason: str | None = None

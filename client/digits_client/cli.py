@@ -1,0 +1,309 @@
+"""``digits``: read digits in image files, and list models, through a running digits service.
+
+    digits predict seven.png scans/            # a table: file, digit, confidence, ...
+    digits predict scans/ --model all --json   # JSON lines, every model's answer
+    digits models                              # what the service serves
+
+The service's address comes from ``--url``, else ``DIGITS_URL``, else http://127.0.0.1:8000;
+an API key from ``--api-key``, else ``DIGITS_API_KEY``. Exit status: 0 when every file was
+read, 1 when any file failed or the service could not be used, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from digits_client.answers import EnsemblePrediction, ModelInfo, Prediction
+from digits_client.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, DigitsClient, DigitsError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+ALL_MODELS = "all"
+#: Errors that concern one file (its image, or its moment in the queue): the run goes on to the
+#: next. Any other (a wrong key, an unknown model, no service at all) would fail every file
+#: alike, so it stops the run.
+PER_FILE_STATUSES = frozenset({400, 413, 415, 500, 503, 504})
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot be done; exit status 2."""
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one file: an answer or an error."""
+
+    file: str
+    answer: Prediction | EnsemblePrediction | None = None
+    error: DigitsError | None = None
+
+
+# ---- output ---------------------------------------------------------------------------------
+
+
+def write_line(text: str) -> None:
+    """The command's output proper, on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def write_problem(text: str) -> None:
+    """Messages for the person at the terminal, on stderr, out of the way of pipes."""
+    sys.stderr.write(text + "\n")
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart. A row's last cell is free text: it is not
+    padded and does not widen its column (an error message may run long)."""
+    lines = [header, *rows]
+    widths: dict[int, int] = {}
+    for cells in lines:
+        for index, cell in enumerate(cells[:-1]):
+            widths[index] = max(widths.get(index, 0), len(cell))
+    return [
+        "  ".join([cell.ljust(widths[i]) for i, cell in enumerate(cells[:-1])] + [cells[-1]])
+        for cells in lines
+    ]
+
+
+def percent(fraction: float, digits: int = 1) -> str:
+    """For people: never "100.0%" or "0.0%" for what is only nearly certain or impossible."""
+    step = 10.0**-digits
+    text = f"{100 * fraction:.{digits}f}"
+    if fraction < 1 and float(text) >= 100:
+        return f">{100 - step:.{digits}f}%"
+    if fraction > 0 and float(text) <= 0:
+        return f"<{step:.{digits}f}%"
+    return text + "%"
+
+
+# ---- digits predict -------------------------------------------------------------------------
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether a file in a folder is an image, by its name (``image/*``, as the system's MIME
+    table says). Which image formats the service reads is the service's to say: a file in
+    one it does not read is sent, and its answer (415) says so."""
+    kind, _ = mimetypes.guess_type(path.name, strict=False)
+    return path.is_file() and not path.name.startswith(".") and (kind or "").startswith("image/")
+
+
+def image_files(arguments: Sequence[str]) -> list[Path]:
+    """Files as given; folders expand to the image files directly in them, sorted by name."""
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if is_image_file(p))
+            if not found:
+                raise UsageError(f"no image files in the folder {argument}")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"no such file or folder: {argument}")
+    return files
+
+
+def predict_files(client: DigitsClient, files: Sequence[Path], args: argparse.Namespace) -> int:
+    outcomes: list[FileOutcome] = []
+    for file in files:
+        outcome = predict_file(client, file, args.model, args.version)
+        if args.json:
+            # One JSON object per line, as each file is answered: friendly to jq and to pipes.
+            write_line(outcome_json(outcome))
+        outcomes.append(outcome)
+    if not args.json:
+        for line in predictions_table(outcomes):
+            write_line(line)
+    failed = sum(o.error is not None for o in outcomes)
+    if failed:
+        write_problem(f"{failed} of {len(outcomes)} files could not be read")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def predict_file(
+    client: DigitsClient, file: Path, model: str | None, version: str | None
+) -> FileOutcome:
+    try:
+        image = file.read_bytes()
+    except OSError as exc:
+        return FileOutcome(str(file), error=DigitsError(None, "unreadable", exc.strerror or ""))
+    try:
+        if model == ALL_MODELS:
+            return FileOutcome(str(file), answer=client.predict_all(image))
+        return FileOutcome(str(file), answer=client.predict(image, model=model, version=version))
+    except DigitsError as exc:
+        if exc.status not in PER_FILE_STATUSES:
+            raise
+        return FileOutcome(str(file), error=exc)
+
+
+def outcome_json(outcome: FileOutcome) -> str:
+    record: dict[str, object] = {"file": outcome.file}
+    if outcome.answer is not None:
+        record |= outcome.answer.model_dump(mode="json", exclude_none=True)
+    elif outcome.error is not None:
+        error = outcome.error
+        record["error"] = {"status": error.status, "code": error.code, "message": error.message}
+    return json.dumps(record)
+
+
+def predictions_table(outcomes: Sequence[FileOutcome]) -> list[str]:
+    rows: list[list[str]] = []
+    for outcome in outcomes:
+        answer = outcome.answer
+        if isinstance(answer, Prediction):
+            rows.append(
+                [
+                    outcome.file,
+                    str(answer.digit),
+                    percent(answer.confidence),
+                    "yes" if answer.uncertain else "no",
+                    f"{answer.model.name}/{answer.model.version}",
+                ]
+            )
+        elif isinstance(answer, EnsemblePrediction):
+            rows.append([outcome.file, *_ensemble_cells(answer)])
+        elif outcome.error is not None:
+            rows.append([outcome.file, "error", f"{outcome.error.code}: {outcome.error.message}"])
+    return format_table(["FILE", "DIGIT", "CONFIDENCE", "UNCERTAIN", "MODEL"], rows)
+
+
+def _ensemble_cells(answer: EnsemblePrediction) -> list[str]:
+    # Confidence: the models' mean probability of the chosen digit, as the page shows it.
+    chose = [p.probabilities[answer.digit] for p in answer.predictions]
+    doubtful = not answer.agree or any(p.uncertain for p in answer.predictions)
+    votes = ", ".join(f"{p.model.name}={p.digit}" for p in answer.predictions)
+    return [
+        str(answer.digit),
+        percent(sum(chose) / len(chose)),
+        "yes" if doubtful else "no",
+        f"all, {'agree' if answer.agree else 'disagree'} ({votes})",
+    ]
+
+
+# ---- digits models --------------------------------------------------------------------------
+
+
+def list_models(client: DigitsClient, args: argparse.Namespace) -> int:
+    listing = client.models()
+    if args.json:
+        write_line(listing.model_dump_json(indent=2, exclude_none=True))
+        return EXIT_OK
+    rows = [_model_cells(m) for m in listing.models]
+    header = ["NAME", "VERSION", "STATUS", "DEFAULT", "TEST ACCURACY", "PARAMETERS", "DEVICE"]
+    for line in format_table(header, rows):
+        write_line(line)
+    return EXIT_OK
+
+
+def _model_cells(model: ModelInfo) -> list[str]:
+    if model.status == "failed":
+        return [model.name, model.version, "failed", "", f"error: {model.error}"]
+    return [
+        model.name,
+        model.version,
+        model.status,
+        "yes" if model.default and model.newest else "",
+        percent(model.metrics.test_accuracy, 2) if model.metrics else "-",
+        f"{model.parameters:,}" if model.parameters is not None else "-",
+        model.device or "-",
+    ]
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    service = argparse.ArgumentParser(add_help=False)
+    service.add_argument(
+        "--url",
+        default=os.environ.get("DIGITS_URL", DEFAULT_URL),
+        help=f"the service's address (default: $DIGITS_URL, else {DEFAULT_URL})",
+    )
+    service.add_argument(
+        "--api-key",
+        default=os.environ.get("DIGITS_API_KEY"),
+        help="API key, when the service needs one (default: $DIGITS_API_KEY)",
+    )
+    service.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="seconds to wait for each answer (default: %(default)s)",
+    )
+    service.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = argparse.ArgumentParser(
+        prog="digits",
+        description="Read handwritten digits in images with a running digits service.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict",
+        parents=[service],
+        help="read the digit in each image",
+        description="Read the digit in each image file; folders expand to their image files. "
+        "With --json, one JSON object per file and line.",
+    )
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    predict.add_argument(
+        "--model", help=f"model name (default: the service's default), or '{ALL_MODELS}'"
+    )
+    predict.add_argument("--version", help="model version (default: the newest)")
+    predict.set_defaults(command_parser=predict)
+    models = commands.add_parser(
+        "models",
+        parents=[service],
+        help="list the models the service has",
+        description="List every model package the service found, served or failed.",
+    )
+    models.set_defaults(command_parser=models)
+    return parser
+
+
+def explain_failure(error: DigitsError, url: str) -> str:
+    """What went wrong, and what to do about it."""
+    if error.status is None:
+        return (
+            f"digits: {error.message}. Is the digits service running there? Start it with "
+            "`make serve` or `python -m service`, or point --url or DIGITS_URL at it."
+        )
+    if error.status == 401:
+        return f"digits: {error.message}. Pass --api-key or set DIGITS_API_KEY."
+    return f"digits: the service answered {error.status} {error.code}: {error.message}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        files: list[Path] = []
+        if args.command == "predict":
+            if args.model == ALL_MODELS and args.version is not None:
+                raise UsageError(f"--version cannot be combined with --model {ALL_MODELS}")
+            files = image_files(args.images)
+    except UsageError as exc:
+        command_parser: argparse.ArgumentParser = args.command_parser
+        command_parser.error(str(exc))  # exits with EXIT_USAGE
+    try:
+        with DigitsClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
+            if args.command == "predict":
+                return predict_files(client, files, args)
+            return list_models(client, args)
+    except DigitsError as exc:
+        write_problem(explain_failure(exc, args.url))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
