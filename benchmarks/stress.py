@@ -1,24 +1,26 @@
-"""``make soak`` / ``make overload``: the service held at its sustainable load for a while, and
-pushed to four times that load, as real processes driven by ``wrk``.
+"""``make soak`` / ``make overload``: the service as a real process driven by ``wrk`` and probe
+clients (``benchmarks.phases``), held at its sustainable load, then overloaded.
 
 soak
-    Warm up, then drive ``--seconds`` (60) at the sustainable concurrency (64 connections),
-    sampling resident memory every few seconds. Promise: no answer but 200, and resident
-    memory within 10 % of its post-warm-up size.
+    LeNet-5 on one exact MNIST PNG. Warm up, then ``--seconds`` (60) at 64 connections,
+    sampling resident memory. Promise: no answer but 200, memory within 10 % of warm.
 overload
-    A small queue (``DIGITS_QUEUE_SIZE=64``). Three phases on one server: *sustainable* (64
-    connections), *overload* (4 x 64 connections), *recovery* (64 again). Then a second
-    server with a short deadline (``DIGITS_REQUEST_TIMEOUT_MS=20``) and the default queue,
-    overloaded the same way. Promises: under overload only 200 and 503 (each 503 with
-    ``Retry-After`` and code ``overloaded``), the p99 of accepted requests under a stated
-    bound, memory bounded, full throughput again afterwards; with the deadline, old
-    requests become 504 (``digits_dropped_total{reason="deadline"}`` counts them) and no
-    request waits much past the deadline inside the service.
+    The default settings and the default model, on the realistic mix (``benchmarks.mix``:
+    phone photos, canvas, scans, odd encodings, rotated through). Phases on one server:
+    *sustainable* (16 connections), *4x* (64), *8x* (128), *recovery* (16), then *swap*
+    (16, while the default package is changed in place and reloaded three times). Then a
+    short-deadline server (``DIGITS_REQUEST_TIMEOUT_MS=20``), overloaded; then SIGTERM with
+    32 requests in flight on a server with a drain delay (``benchmarks.drain``).
+    Promises (issue #13): under overload only 200, 429 or 503, each 503 with ``Retry-After``
+    and code ``overloaded``; the p99 of *accepted* requests at 8x at most
+    max(300 ms, 4 x p99 at the sustainable load); resident memory grows by less than
+    ``DIGITS_MEMORY_BUDGET_MB``; full throughput again afterwards; no answer but 200 through
+    the swaps; with the deadline, old requests dropped before the model as 504; at SIGTERM
+    every request in flight answered 200, ``/readyz`` 503 during the delay, exit 0.
 
-``wrk`` counts answers by status but keeps one latency histogram for all of them, and 503s
-are faster than 200s, so in the overload and deadline phases 32 of the connections are
-*probe* clients (threads beside wrk, closed-loop like wrk's connections) that time every
-answer by status and read the 503s' headers and bodies.
+In the sustainable, overload, swap and deadline phases some of the connections are *probe*
+clients, closed-loop like wrk's, that time every answer by status: wrk keeps one latency
+histogram for all answers, and 503s are faster than 200s.
 
 The server runs on CPU 0 and the load on CPU 1, as in ``benchmarks.load``.
 
@@ -28,128 +30,79 @@ The server runs on CPU 0 and the load on CPU 1, as in ``benchmarks.load``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from benchmarks.digit_image import BENCHMARK_PNG, CONTENT_TYPE, benchmark_png
-from benchmarks.load import LENET5, LOAD_CPU, SERVER_CPU, service
-from benchmarks.prometheus_text import mean_batch_size, sample_sum
-from benchmarks.servers import RunningServer, ServerSpec, running
-from benchmarks.wrk import LoadResult, WrkMissing, run_wrk, wrk_version
+import httpx
+
+from benchmarks.digit_image import BENCHMARK_PNG, CONTENT_TYPE
+from benchmarks.drain import DrainResult, drain
+from benchmarks.image_kinds import default_data_dir, load_mnist_test
+from benchmarks.load import DEFAULT, LENET5, LOAD_CPU, SERVER_CPU, service
+from benchmarks.mix import write_mix
+from benchmarks.phases import (
+    Driver,
+    MiB,
+    Phase,
+    histogram_share_within,
+    percentile_of,
+)
+from benchmarks.servers import ServerSpec, running
+from benchmarks.wrk import Body, WrkMissing, wrk_version
+from service.settings import Settings
 
 logger = logging.getLogger("benchmarks.stress")
 
-MiB = 1024 * 1024
-#: Most growth of resident memory the soak and the overload allow over the warm size.
+#: Most growth of resident memory the soak allows over the warm size.
 MEMORY_GROWTH_LIMIT = 0.10
 #: Share of the sustainable throughput the recovery phase must reach.
 RECOVERY_SHARE = 0.90
+#: The floor of the accepted-p99 bound under overload, and the multiple of the sustainable p99.
+P99_FLOOR_MS = 300.0
+P99_MULTIPLE = 4.0
 
 
 @dataclass(frozen=True)
 class StressPlan:
     """Durations and sizes of one stress run."""
 
-    connections: int = 64
-    """The sustainable load: the concurrency ``benchmarks.load`` shows answered without errors."""
-    overload_factor: int = 4
+    connections: int = 16
+    """The sustainable load on the mix: ``benchmarks.load``'s mix concurrency."""
+    overload_factors: tuple[int, ...] = (4, 8)
     warmup_s: float = 10.0
     soak_s: float = 60.0
+    soak_connections: int = 64
     sample_every_s: float = 5.0
     phase_s: float = 15.0
-    """Each of sustainable, overload, recovery and deadline."""
-    queue_size: int = 64
-    max_batch_size: int | None = None  # the service's default (64)
-    in_flight: int = 128
-    """``DIGITS_MAX_IN_FLIGHT`` of the overload server (the default: queue + batch size)."""
+    """Each of sustainable, each overload, recovery, swap and deadline."""
+    probes: int = 16
+    """Of an overload phase's connections, how many are probe clients (the rest are wrk's);
+    half as many in the sustainable, recovery and swap phases."""
+    mix_per_kind: int = 40
+    swaps: int = 3
     deadline_ms: float = 20.0
-    deadline_queue_size: int = 1024
-    probes: int = 32
-    """Of the overload's connections, how many are probe clients (the rest are wrk's)."""
+    drain_in_flight: int = 32
+    drain_delay_s: float = 2.0
     pinned: bool = True
 
     @property
-    def overload_connections(self) -> int:
-        return self.connections * self.overload_factor
+    def sustainable_probes(self) -> int:
+        return max(1, min(self.probes // 2, self.connections - 1))
 
 
 FULL = StressPlan()
-QUICK = StressPlan(warmup_s=1.0, soak_s=5.0, sample_every_s=1.0, phase_s=2.0)
-
-
-# --- what one phase measured ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProbeAnswer:
-    """One request of a probe client: its status (0: no answer), time and 503/504 details."""
-
-    status: int
-    latency_ms: float
-    retry_after: str | None = None
-    code: str | None = None
-
-
-@dataclass(frozen=True)
-class MemorySample:
-    at_s: float
-    resident_bytes: int
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One wrk run with the probes and the memory sampler running beside it."""
-
-    name: str
-    load: LoadResult
-    """wrk's part of the load (``connections - probe_clients`` connections)."""
-    probe_clients: int
-    probes: tuple[ProbeAnswer, ...]
-    memory: tuple[MemorySample, ...]
-    scrape_before: str
-    scrape_after: str
-
-    def probe_latency_ms(self, status: int, percentile: float) -> float | None:
-        """The probes' latency percentile for answers with ``status``; None without any."""
-        return percentile_of([p.latency_ms for p in self.probes if p.status == status], percentile)
-
-    @property
-    def accepted_per_s(self) -> float:
-        """200s a second, wrk's and the probes' together."""
-        seconds = self.load.duration_s
-        probed = sum(1 for p in self.probes if p.status == 200)
-        return (self.load.statuses.get(200, 0) + probed) / seconds if seconds else 0.0
-
-    def counter_delta(self, name: str, **labels: str) -> float:
-        return labelled_sum(self.scrape_after, name, labels) - labelled_sum(
-            self.scrape_before, name, labels
-        )
-
-    @property
-    def mean_batch(self) -> float | None:
-        return mean_batch_size(self.scrape_before, self.scrape_after)
-
-    @property
-    def mean_batch_ms(self) -> float | None:
-        """Mean time of one forward pass (the batcher's inference thread) in this phase."""
-        count = self.counter_delta("digits_inference_seconds_count")
-        seconds = self.counter_delta("digits_inference_seconds_sum")
-        return 1000.0 * seconds / count if count else None
-
-    @property
-    def max_resident_bytes(self) -> int:
-        return max((s.resident_bytes for s in self.memory), default=0)
+QUICK = StressPlan(warmup_s=1.0, soak_s=5.0, sample_every_s=1.0, phase_s=3.0, mix_per_kind=4)
 
 
 @dataclass(frozen=True)
@@ -168,246 +121,36 @@ class StressRun:
     commands: list[str] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
     warm_resident_bytes: dict[str, int] = field(default_factory=dict)
+    memory_budget_bytes: int = Settings().memory_budget_mb * MiB
+    reloads: list[dict[str, object]] = field(default_factory=list)
+    drain: DrainResult | None = None
     verdicts: list[Verdict] = field(default_factory=list)
 
 
-# --- helpers on numbers and scrapes ---------------------------------------------------------
-
-
-def percentile_of(values: Sequence[float], percentile: float) -> float | None:
-    """Nearest-rank percentile (``99`` for p99); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percentile / 100.0 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def labelled_sum(exposition: str, name: str, labels: Mapping[str, str]) -> float:
-    """Sum of the samples of ``name`` whose labels include every pair of ``labels``."""
-    if not labels:
-        return sample_sum(exposition, name)
-    wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    total = 0.0
-    for line in exposition.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        label_text = line[len(name) + 1 : line.rindex("}")]
-        if all(pair in label_text.split(",") for pair in wanted):
-            total += float(line[line.rindex("}") + 1 :].split()[0])
-    return total
-
-
-def histogram_share_within(before: str, after: str, name: str, upper_s: float) -> float | None:
-    """Share of the observations of histogram ``name`` between two scrapes that were at most
-    ``upper_s`` (the bucket bound ``le`` at or just above it); None without observations."""
-    count = sample_sum(after, name + "_count") - sample_sum(before, name + "_count")
-    if count <= 0:
-        return None
-    bounds = sorted(
-        {
-            float(line.split('le="')[1].split('"')[0])
-            for line in after.splitlines()
-            if line.startswith(name + "_bucket{") and 'le="+Inf"' not in line
-        }
-    )
-    bound = next((b for b in bounds if b >= upper_s), None)
-    if bound is None:
-        return 1.0
-    le = {"le": _prometheus_float(bound)}
-    within = labelled_sum(after, name + "_bucket", le) - labelled_sum(before, name + "_bucket", le)
-    return within / count
-
-
-def _prometheus_float(value: float) -> str:
-    return repr(float(value))  # prometheus_client writes bucket bounds with repr: 0.05, 1.0
-
-
-# --- the server and the load ----------------------------------------------------------------
+# --- the servers ----------------------------------------------------------------------------
 
 
 def stress_service(
-    model_dir: Path,
-    *,
-    selftest: bool,
-    queue_size: int | None = None,
-    max_batch_size: int | None = None,
-    request_timeout_ms: float | None = None,
-    in_flight: int | None = None,
-    name: str | None = None,
+    model_dir: Path, model: str, *, selftest: bool, name: str, **env: str
 ) -> ServerSpec:
-    """The load benchmark's lenet5 service, logging only warnings, with stress settings."""
-    spec = service(model_dir, LENET5, selftest=selftest, queue_size=queue_size)
-    env = {**spec.env, "DIGITS_LOG_LEVEL": "WARNING"}
-    if max_batch_size is not None:
-        env["DIGITS_MAX_BATCH_SIZE"] = str(max_batch_size)
-    if request_timeout_ms is not None:
-        env["DIGITS_REQUEST_TIMEOUT_MS"] = f"{request_timeout_ms:g}"
-    if in_flight is not None:
-        env["DIGITS_MAX_IN_FLIGHT"] = str(in_flight)
-    return replace(spec, env=env, name=name or spec.name)
-
-
-class Probes:
-    """Client threads that behave like wrk's connections (each sends its next request as soon
-    as its answer arrives) and record every answer: status, time, Retry-After, error code."""
-
-    def __init__(self, server: RunningServer, count: int, cpus: str | None):
-        self._server = server
-        self._count = count
-        self._cpus = cpus
-        self._stop = threading.Event()
-        self._answers: list[ProbeAnswer] = []
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> Probes:
-        body = benchmark_png()
-        for index in range(self._count):
-            thread = threading.Thread(
-                target=self._probe, args=(body,), name=f"probe-{index}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    @property
-    def answers(self) -> tuple[ProbeAnswer, ...]:
-        with self._lock:
-            return tuple(self._answers)
-
-    def _probe(self, body: bytes) -> None:
-        if self._cpus is not None:  # pid 0: this thread only
-            os.sched_setaffinity(0, {int(c) for c in self._cpus.split(",")})
-        connection: http.client.HTTPConnection | None = None
-        while not self._stop.is_set():
-            if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self._server.port, timeout=30)
-            answer, keep = _one_request(connection, self._server.spec.predict_path, body)
-            if not keep:
-                connection.close()
-                connection = None
-            with self._lock:
-                self._answers.append(answer)
-        if connection is not None:
-            connection.close()
-
-
-def _one_request(
-    connection: http.client.HTTPConnection, path: str, body: bytes
-) -> tuple[ProbeAnswer, bool]:
-    """POST ``body``; the answer and whether the connection may be used again."""
-    started = time.perf_counter()
-    try:
-        connection.request("POST", path, body=body, headers={"Content-Type": CONTENT_TYPE})
-        reply = connection.getresponse()
-        payload = reply.read()
-    except (OSError, http.client.HTTPException):
-        return ProbeAnswer(0, 1000.0 * (time.perf_counter() - started)), False
-    latency_ms = 1000.0 * (time.perf_counter() - started)
-    code = None
-    if reply.status != 200:
-        try:
-            code = str(json.loads(payload)["error"]["code"])
-        except (ValueError, KeyError, TypeError):
-            code = "(not the service's error JSON)"
-    answer = ProbeAnswer(reply.status, latency_ms, reply.getheader("Retry-After"), code)
-    return answer, not reply.will_close
-
-
-class MemorySampler:
-    """Samples the server's resident memory every ``every_s`` seconds in a thread."""
-
-    def __init__(self, server: RunningServer, every_s: float) -> None:
-        self._server = server
-        self._every_s = every_s
-        self._stop = threading.Event()
-        self._samples: list[MemorySample] = []
-        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
-        self._started = 0.0
-
-    def __enter__(self) -> MemorySampler:
-        self._started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-        self._record()  # one last sample at the end of the phase
-
-    @property
-    def samples(self) -> tuple[MemorySample, ...]:
-        return tuple(self._samples)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self._every_s):
-            self._record()
-
-    def _record(self) -> None:
-        at_s = time.monotonic() - self._started
-        self._samples.append(MemorySample(at_s, self._server.resident_bytes()))
-
-
-class Driver:
-    """Runs phases against one server: wrk on the load CPU, probes and memory beside it."""
-
-    def __init__(self, server: RunningServer, plan: StressPlan) -> None:
-        self.server = server
-        self.plan = plan
-        self._load_cpus = LOAD_CPU if plan.pinned else None
-
-    def warm_up(self, connections: int, seconds: float) -> LoadResult:
-        return self._wrk(connections, seconds)
-
-    def phase(self, name: str, connections: int, seconds: float, *, probes: int = 0) -> Phase:
-        """``connections`` in all: ``probes`` probe clients and the rest wrk's."""
-        before = scrape(self.server)
-        with (
-            Probes(self.server, probes, self._load_cpus) as probe,
-            MemorySampler(self.server, self.plan.sample_every_s) as memory,
-        ):
-            load = self._wrk(connections - probes, seconds)
-        phase = Phase(
-            name, load, probes, probe.answers, memory.samples, before, scrape(self.server)
-        )
-        logger.info(
-            "%s: c=%d %.0f req/s, p99 %.1f ms, not 200: %s, RSS max %.1f MiB",
-            name,
-            connections,
-            load.requests_per_s,
-            load.latency_ms["p99"],
-            load.describe_errors(),
-            phase.max_resident_bytes / MiB,
-        )
-        return phase
-
-    def _wrk(self, connections: int, seconds: float) -> LoadResult:
-        return run_wrk(
-            self.server.predict_url,
-            body=BENCHMARK_PNG,
-            content_type=CONTENT_TYPE,
-            concurrency=connections,
-            duration_s=seconds,
-            cpus=self._load_cpus,
-        )
-
-
-def scrape(server: RunningServer) -> str:
-    return server.get("/metrics").decode()
+    """``python -m service`` at its default settings but ``env``, logging only warnings."""
+    spec = service(model_dir, model, selftest=selftest)
+    return replace(spec, env={**spec.env, "DIGITS_LOG_LEVEL": "WARNING", **env}, name=name)
 
 
 @contextmanager
-def started(spec: ServerSpec, plan: StressPlan, run: StressRun, log_dir: Path) -> Iterator[Driver]:
+def started(
+    spec: ServerSpec, plan: StressPlan, run: StressRun, log_dir: Path, bodies: Sequence[Body]
+) -> Iterator[Driver]:
     run.commands.append(describe_command(spec, plan.pinned))
     log_path = log_dir / f"{spec.name.replace(' ', '-')}.log"
     with running(spec, cpus=SERVER_CPU if plan.pinned else None, log_path=log_path) as server:
-        yield Driver(server, plan)
+        yield Driver(
+            server,
+            bodies=bodies,
+            load_cpus=LOAD_CPU if plan.pinned else None,
+            sample_every_s=plan.sample_every_s,
+        )
 
 
 def describe_command(spec: ServerSpec, pinned: bool) -> str:
@@ -416,17 +159,20 @@ def describe_command(spec: ServerSpec, pinned: bool) -> str:
     return f"{env} {'taskset -c ' + SERVER_CPU + ' ' if pinned else ''}{argv}"
 
 
+EXACT_PNG: tuple[Body, ...] = ((BENCHMARK_PNG, CONTENT_TYPE),)
+
+
 # --- soak -----------------------------------------------------------------------------------
 
 
 def soak(model_dir: Path, plan: StressPlan, log_dir: Path, *, selftest: bool = True) -> StressRun:
     """Warm up, then hold the sustainable load for ``plan.soak_s``, sampling memory."""
     run = StressRun("soak", plan)
-    spec = stress_service(model_dir, selftest=selftest, name="service (lenet5)")
-    with started(spec, plan, run, log_dir) as driver:
-        driver.warm_up(plan.connections, plan.warmup_s)
+    spec = stress_service(model_dir, LENET5, selftest=selftest, name="service (lenet5)")
+    with started(spec, plan, run, log_dir, EXACT_PNG) as driver:
+        driver.warm_up(plan.soak_connections, plan.warmup_s)
         run.warm_resident_bytes["soak"] = driver.server.resident_bytes()
-        run.phases.append(driver.phase("soak", plan.connections, plan.soak_s))
+        run.phases.append(driver.phase("soak", plan.soak_connections, plan.soak_s))
     run.verdicts = soak_verdicts(run)
     return run
 
@@ -458,77 +204,130 @@ def overload(
     model_dir: Path,
     plan: StressPlan,
     log_dir: Path,
+    data_dir: Path,
     *,
     selftest: bool = True,
-    with_deadline: bool = True,
+    extras: bool = True,
 ) -> StressRun:
-    """Sustainable -> overload -> recovery on a small queue; then a short-deadline server."""
+    """The default service on the mix: sustainable -> 4x -> 8x -> recovery -> swaps; then
+    (``extras``) the short-deadline server and the drain."""
     run = StressRun("overload", plan)
-    small_queue = stress_service(
-        model_dir,
-        selftest=selftest,
-        queue_size=plan.queue_size,
-        max_batch_size=plan.max_batch_size,
-        in_flight=plan.in_flight,
-        name=f"service (lenet5, queue {plan.queue_size}, in flight {plan.in_flight})",
-    )
-    with started(small_queue, plan, run, log_dir) as driver:
+    scratch = log_dir / "stress-data"
+    models = scratch / "models"  # a copy: the swap phase rewrites the default's card
+    shutil.copytree(model_dir / DEFAULT, models / DEFAULT)
+    shutil.copytree(model_dir / LENET5, models / LENET5)
+    images, labels = load_mnist_test(data_dir)
+    entries = write_mix(scratch / "mix", images, labels, per_kind=plan.mix_per_kind)
+    mix = [(scratch / "mix" / e.file, e.content_type) for e in entries]
+
+    spec = stress_service(models, DEFAULT, selftest=selftest, name="service (default settings)")
+    with started(spec, plan, run, log_dir, mix) as driver:
         driver.warm_up(plan.connections, plan.warmup_s)
-        run.warm_resident_bytes["queue"] = driver.server.resident_bytes()
-        run.phases.append(driver.phase("sustainable", plan.connections, plan.phase_s))
-        run.phases.append(
-            driver.phase("overload", plan.overload_connections, plan.phase_s, probes=plan.probes)
-        )
-        run.phases.append(driver.phase("recovery", plan.connections, plan.phase_s))
-    if with_deadline:
-        short_deadline = stress_service(
-            model_dir,
-            selftest=selftest,
-            queue_size=plan.deadline_queue_size,
-            max_batch_size=plan.max_batch_size,
-            request_timeout_ms=plan.deadline_ms,
-            name=f"service (lenet5, deadline {plan.deadline_ms:g} ms)",
-        )
-        with started(short_deadline, plan, run, log_dir) as driver:
-            driver.warm_up(plan.connections, plan.warmup_s)
+        run.warm_resident_bytes["default"] = driver.server.resident_bytes()
+        few = plan.sustainable_probes
+        run.phases.append(driver.phase("sustainable", plan.connections, plan.phase_s, probes=few))
+        for factor in plan.overload_factors:
+            connections = plan.connections * factor
             run.phases.append(
-                driver.phase(
-                    "deadline", plan.overload_connections, plan.phase_s, probes=plan.probes
-                )
+                driver.phase(f"{factor}x", connections, plan.phase_s, probes=plan.probes)
             )
+        run.phases.append(driver.phase("recovery", plan.connections, plan.phase_s, probes=few))
+        with swapping(driver.server.base_url, models / DEFAULT, plan, run.reloads):
+            run.phases.append(driver.phase("swap", plan.connections, plan.phase_s, probes=few))
+    if extras:
+        short = stress_service(
+            models,
+            LENET5,
+            selftest=selftest,
+            name=f"service (lenet5, deadline {plan.deadline_ms:g} ms)",
+            DIGITS_REQUEST_TIMEOUT_MS=f"{plan.deadline_ms:g}",
+            DIGITS_MAX_IN_FLIGHT="1088",  # the old default: a queue deep enough to time out
+        )
+        with started(short, plan, run, log_dir, EXACT_PNG) as driver:
+            driver.warm_up(64, plan.warmup_s)
+            run.phases.append(driver.phase("deadline", 256, plan.phase_s, probes=plan.probes))
+        run.drain = measure_drain(models, plan, run, log_dir, [m for m, _ in mix], selftest)
     run.verdicts = overload_verdicts(run)
     return run
 
 
-def accepted_p99_bound_ms(sustainable: Phase, over: Phase, plan: StressPlan) -> float:
-    """What the p99 of accepted requests may be under overload.
+@contextmanager
+def swapping(
+    url: str, package_parent: Path, plan: StressPlan, reloads: list[dict[str, object]]
+) -> Iterator[None]:
+    """While the block runs: ``plan.swaps`` times, rewrite the newest package's card in place
+    (atomically, as a deployment would) and ``POST /models/reload``, spread over the phase."""
+    stop = threading.Event()
+    card_path = max(package_parent.glob("*/metadata.json"), key=lambda p: int(p.parent.name))
 
-    The admission limit lets at most ``in_flight`` requests in at once, so an accepted
-    request has at most that many ahead of it, served at the rate the service keeps while
-    it also refuses the excess, on top of what a request costs at the sustainable load:
-    bound = 2 x p99(sustainable) + 1000 x in_flight / accepted rate. It holds whatever the
-    offered load; without admission control the wait grows with it instead (Little's law:
-    4x the connections, about 4x the latency). The accepted rate is measured, not assumed:
-    each refusal costs the event loop most of what an HTTP exchange costs, so a flood of
-    clients that retry at once (wrk ignores Retry-After) lowers it.
-    """
-    p99 = sustainable.load.latency_ms["p99"]
-    rate = over.accepted_per_s
-    return 2.0 * p99 + (1000.0 * plan.in_flight / rate if rate else math.inf)
+    def swap() -> None:
+        interval = plan.phase_s / (plan.swaps + 1)
+        for round_ in range(plan.swaps):
+            if stop.wait(interval):
+                return
+            card = json.loads(card_path.read_text())
+            card["description"] = f"{card['description'].split(' [')[0]} [swap {round_}]"
+            staged = card_path.with_suffix(".tmp")
+            staged.write_text(json.dumps(card, indent=2))
+            staged.replace(card_path)
+            reloads.append(httpx.post(url + "/models/reload", timeout=60).json())
+
+    thread = threading.Thread(target=swap, name="swapper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def measure_drain(
+    models: Path,
+    plan: StressPlan,
+    run: StressRun,
+    log_dir: Path,
+    mix_files: Sequence[Path],
+    selftest: bool,
+) -> DrainResult:
+    spec = stress_service(
+        models,
+        DEFAULT,
+        selftest=selftest,
+        name="service (drain)",
+        DIGITS_DRAIN_DELAY_S=f"{plan.drain_delay_s:g}",
+    )
+    run.commands.append(describe_command(spec, plan.pinned) + "  # then SIGTERM")
+    bodies = [path.read_bytes() for path in mix_files[: plan.drain_in_flight]]
+    cpus = SERVER_CPU if plan.pinned else None
+    with running(spec, cpus=cpus, log_path=log_dir / "drain.log") as server:
+        return drain(server.base_url, server.process, bodies)
+
+
+def accepted_p99_bound_ms(sustainable: Phase) -> float:
+    """What the p99 of accepted requests may be under overload: max(300 ms, 4 x the p99 at
+    the sustainable load), both timed by the probes."""
+    p99 = sustainable.probe_latency_ms(200, 99)
+    return max(P99_FLOOR_MS, P99_MULTIPLE * (p99 if p99 is not None else math.inf))
 
 
 def overload_verdicts(run: StressRun) -> list[Verdict]:
     phases = {phase.name: phase for phase in run.phases}
-    sustainable, over, recovery = phases["sustainable"], phases["overload"], phases["recovery"]
-    verdicts = [
-        _only_statuses(over, {200, 503}),
-        _rejections_explained(over, 503, "overloaded", need_retry_after=True),
-        _accepted_p99(sustainable, over, run.plan),
-        _memory_bounded(run.warm_resident_bytes["queue"], [sustainable, over, recovery]),
+    sustainable, recovery = phases["sustainable"], phases["recovery"]
+    overloads = [phases[f"{factor}x"] for factor in run.plan.overload_factors]
+    worst = overloads[-1]
+    verdicts = [_only_statuses(over, {200, 429, 503}) for over in overloads]
+    verdicts += [
+        _rejections_explained(worst, 503, "overloaded", need_retry_after=True),
+        *(_accepted_p99(sustainable, over) for over in overloads),
+        _memory_within_budget(run, [sustainable, *overloads, recovery]),
         _recovered(sustainable, recovery),
     ]
+    if "swap" in phases:
+        verdicts.append(_swapped(phases["swap"], run.reloads, run.plan.swaps))
     if "deadline" in phases:
         verdicts += _deadline_verdicts(phases["deadline"], run.plan)
+    if run.drain is not None:
+        verdicts.append(_drained(run.drain, run.plan))
     return verdicts
 
 
@@ -566,38 +365,51 @@ def _rejections_explained(
     )
 
 
-def _accepted_p99(sustainable: Phase, over: Phase, plan: StressPlan) -> Verdict:
-    bound = accepted_p99_bound_ms(sustainable, over, plan)
+def _accepted_p99(sustainable: Phase, over: Phase) -> Verdict:
+    bound = accepted_p99_bound_ms(sustainable)
     p99 = over.probe_latency_ms(200, 99)
     accepted = sum(1 for p in over.probes if p.status == 200)
     return Verdict(
-        "overload: p99 of accepted (200) requests <= 2 x p99(sustainable) "
-        "+ in-flight limit / accepted rate",
+        f"{over.name}: p99 of accepted (200) requests <= max({P99_FLOOR_MS:.0f} ms, "
+        f"{P99_MULTIPLE:g} x p99 sustainable)",
         f"{_ms(p99)} ms over {accepted} probe answers; bound {bound:.0f} ms "
-        f"({over.accepted_per_s:,.0f} accepted/s, "
-        f"{over.accepted_per_s / sustainable.load.requests_per_s:.0%} of sustainable; "
+        f"(sustainable p99 {_ms(sustainable.probe_latency_ms(200, 99))} ms; "
+        f"{over.accepted_per_s:,.0f} accepted/s, "
+        f"{over.accepted_per_s / max(sustainable.accepted_per_s, 1e-9):.0%} of sustainable; "
         f"wrk p99 of all answers {over.load.latency_ms['p99']:.0f} ms)",
         p99 is not None and p99 <= bound,
     )
 
 
-def _memory_bounded(warm: int, phases: Sequence[Phase]) -> Verdict:
+def _memory_within_budget(run: StressRun, phases: Sequence[Phase]) -> Verdict:
+    warm = run.warm_resident_bytes["default"]
     peak = max(phase.max_resident_bytes for phase in phases)
-    growth = peak / warm - 1.0
+    budget = run.memory_budget_bytes
     return Verdict(
-        f"memory bounded: max within {MEMORY_GROWTH_LIMIT:.0%} of warm",
-        f"{warm / MiB:.1f} MiB warm, {peak / MiB:.1f} MiB max ({growth:+.1%})",
-        growth <= MEMORY_GROWTH_LIMIT,
+        f"memory: growth over warm < DIGITS_MEMORY_BUDGET_MB ({budget // MiB} MiB)",
+        f"{warm / MiB:.1f} MiB warm, {peak / MiB:.1f} MiB max ({(peak - warm) / MiB:+.1f} MiB)",
+        peak - warm < budget,
     )
 
 
 def _recovered(sustainable: Phase, recovery: Phase) -> Verdict:
-    share = recovery.load.requests_per_s / sustainable.load.requests_per_s
+    share = recovery.accepted_per_s / max(sustainable.accepted_per_s, 1e-9)
     return Verdict(
         f"recovery: >= {RECOVERY_SHARE:.0%} of the sustainable throughput, no errors",
-        f"{recovery.load.requests_per_s:,.0f} vs {sustainable.load.requests_per_s:,.0f} req/s "
+        f"{recovery.accepted_per_s:,.0f} vs {sustainable.accepted_per_s:,.0f} req/s "
         f"({share:.0%}); not 200: {recovery.load.describe_errors()}",
         share >= RECOVERY_SHARE and recovery.load.errors == 0,
+    )
+
+
+def _swapped(phase: Phase, reloads: Sequence[Mapping[str, object]], swaps: int) -> Verdict:
+    loaded = sum(1 for r in reloads if r.get("loaded"))
+    probe_others = sum(1 for p in phase.probes if p.status != 200)
+    return Verdict(
+        f"swap: {swaps} reloads of a changed default package under load, no answer but 200",
+        f"{loaded} of {len(reloads)} reloads swapped a package in; wrk not 200: "
+        f"{phase.load.describe_errors()}; probes not 200: {probe_others} of {len(phase.probes)}",
+        loaded == swaps and phase.load.errors == 0 and probe_others == 0,
     )
 
 
@@ -626,6 +438,22 @@ def _deadline_verdicts(phase: Phase, plan: StressPlan) -> list[Verdict]:
             queue_share is not None and queue_share >= 1.0,
         ),
     ]
+
+
+def _drained(result: DrainResult, plan: StressPlan) -> Verdict:
+    ok = sum(1 for s in result.statuses if s == 200)
+    return Verdict(
+        f"SIGTERM with {result.in_flight} in flight: all 200, /readyz 503 during the "
+        f"{plan.drain_delay_s:g} s drain delay (a new request still served), exit 0",
+        f"{ok}/{result.in_flight} answered 200; /readyz 503 after "
+        f"{1000 * result.readyz_503_after_s:.0f} ms; new request during the delay: "
+        f"{result.served_during_delay}; exit {result.exit_code} after "
+        f"{result.exited_after_s:.1f} s",
+        ok == result.in_flight
+        and result.served_during_delay == 200
+        and result.exit_code == 0
+        and result.exited_after_s >= plan.drain_delay_s,
+    )
 
 
 # --- Markdown -------------------------------------------------------------------------------
@@ -742,16 +570,21 @@ def describe_environment(plan: StressPlan, kind: str) -> dict[str, str]:
     }
     if kind == "soak":
         environment["plan"] = (
-            f"{plan.warmup_s:g} s warm-up, then {plan.soak_s:g} s at {plan.connections} "
+            f"{plan.warmup_s:g} s warm-up, then {plan.soak_s:g} s at {plan.soak_connections} "
             f"connections, resident memory every {plan.sample_every_s:g} s"
         )
     else:
+        factors = ", ".join(
+            f"{f}x ({plan.connections * f}, {plan.probes} of them probes)"
+            for f in plan.overload_factors
+        )
         environment["plan"] = (
-            f"{plan.warmup_s:g} s warm-up, then {plan.phase_s:g} s each: sustainable "
-            f"({plan.connections} connections), overload ({plan.overload_connections}), "
-            f"recovery ({plan.connections}); deadline server: {plan.phase_s:g} s at "
-            f"{plan.overload_connections}; of the overload's connections {plan.probes} are "
-            "probe clients"
+            f"{plan.warmup_s:g} s warm-up, then {plan.phase_s:g} s each on the realistic mix "
+            f"({plan.mix_per_kind} bodies per kind): sustainable ({plan.connections} "
+            f"connections, {plan.sustainable_probes} probes), {factors}, recovery, swap "
+            f"({plan.swaps} reloads); deadline server: {plan.phase_s:g} s at 256 on one "
+            f"exact MNIST PNG; drain: {plan.drain_in_flight} in flight, "
+            f"{plan.drain_delay_s:g} s delay"
         )
     return environment
 
@@ -767,8 +600,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seconds", type=float, help="soak: seconds under load; overload: seconds per phase"
     )
-    parser.add_argument("--connections", type=int, help="the sustainable concurrency (64)")
+    parser.add_argument(
+        "--connections", type=int, help="the sustainable concurrency (overload 16, soak 64)"
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="MNIST IDX files, for the mix (default: $DIGITS_DATA_DIR, else ../shared/data/mnist)",
+    )
     parser.add_argument("--logs", type=Path, help="server logs (default: a temporary folder)")
     parser.add_argument("--no-selftest", action="store_true", help="DIGITS_SELFTEST=false")
     args = parser.parse_args(argv)
@@ -777,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds is not None:
         plan = replace(plan, **{"soak_s" if args.kind == "soak" else "phase_s": args.seconds})
     if args.connections is not None:
-        plan = replace(plan, connections=args.connections)
+        plan = replace(plan, connections=args.connections, soak_connections=args.connections)
     if (os.cpu_count() or 1) < 2:
         plan = replace(plan, pinned=False)
     try:
@@ -785,13 +626,18 @@ def main(argv: list[str] | None = None) -> int:
     except WrkMissing as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    if not any((args.model_dir / LENET5).glob("*/metadata.json")):
-        sys.stderr.write(f"no package {LENET5!r} in {args.model_dir}: train it (make train)\n")
-        return 2
+    for name in (LENET5, DEFAULT):
+        if not any((args.model_dir / name).glob("*/metadata.json")):
+            sys.stderr.write(f"no package {name!r} in {args.model_dir}: train it (make train)\n")
+            return 2
     model_dir = args.model_dir.resolve()
-    measure: Callable[..., StressRun] = soak if args.kind == "soak" else overload
+    selftest = not args.no_selftest
     with tempfile.TemporaryDirectory(prefix="digits-stress-") as scratch:
-        run = measure(model_dir, plan, args.logs or Path(scratch), selftest=not args.no_selftest)
+        logs = args.logs or Path(scratch)
+        if args.kind == "soak":
+            run = soak(model_dir, plan, logs, selftest=selftest)
+        else:
+            run = overload(model_dir, plan, logs, args.data_dir, selftest=selftest)
     environment["load average after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     write_stdout(render(run, environment))
     return 0 if all(v.met for v in run.verdicts) else 1

@@ -67,10 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: RequestContext (arrival, id, log, metrics) -> CORS -> Admission -> fast
     # path of POST /predict, or else FastAPI's routes.
     app.add_middleware(PredictFastPath)
-    admission = admission_for(settings)
-    app.add_middleware(
-        Admission, limit=admission[0], memory=admission[1], routes=predict.router.routes
-    )
+    limit, memory = admission_for(settings)
+    metrics.watch_admission(lambda: (limit.limit, limit.in_flight, memory.reserved))
+    app.add_middleware(Admission, limit=limit, memory=memory, routes=predict.router.routes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

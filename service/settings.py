@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     )
     # --- admission (service.http.admission)
     latency_target_ms: float = Field(
-        default=250.0,
+        default=200.0,
         gt=0.0,
         description="Admission keeps the latency of accepted /predict requests near this, "
         "from arrival to answer: it adapts how many may be in progress, and refuses the rest "
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     min_in_flight: int = Field(
         default=8, ge=1, description="The adaptive limit never goes below this."
     )
-    initial_in_flight: int = Field(default=64, ge=1, description="Where the adaptive limit starts.")
+    initial_in_flight: int = Field(default=32, ge=1, description="Where the adaptive limit starts.")
     max_in_flight: int = Field(
         default=0,
         ge=0,

@@ -116,14 +116,16 @@ async def uploads_from_multipart(
             f"send multipart/form-data with one or more fields {field!r}, "
             f"not {media_type(request)!r}"
         )
-    body = await read_body(request, limit)
     parser = MultiPartParser(
         request.headers,
-        _replay(body),
+        _replay(await read_body(request, limit)),
         max_files=max_files,
         max_fields=16,
         max_part_size=limit,
     )
+    # Parts stay in memory, never spill to disk: the body is already in memory and counted in
+    # the admission's memory budget, and in a container /tmp is often memory too, uncounted.
+    parser.spool_max_size = limit
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -144,4 +146,6 @@ async def uploads_from_multipart(
 
 
 async def _replay(body: bytes) -> AsyncGenerator[bytes, None]:
+    # The parser holds the body only while it parses: its parts are the copy kept.
     yield body
+    del body

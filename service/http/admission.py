@@ -10,10 +10,11 @@ Two limits, both counted from the request's arrival at the edge:
   the target (``DIGITS_LATENCY_TARGET_MS``). While answers come in under it and the limit is
   in use, the limit grows by one per limit's worth of answers; when one comes in over it
   with more than the minimum in progress (a queue, not one large image), the limit shrinks
-  in proportion (``target / latency``), at most once per target interval so that a burst
-  of late answers counts once. By Little's law the limit settles where the requests in
-  progress take about the target to get through. ``DIGITS_MAX_IN_FLIGHT`` replaces it with
-  a fixed limit.
+  in proportion (``target / latency``), at most once per half target interval so that a
+  burst of late answers counts once. Answers well inside the target (under half) grow it by
+  one each, so that it comes back quickly once a flood ends. By Little's law the limit
+  settles where the requests in progress take about the target to get through.
+  ``DIGITS_MAX_IN_FLIGHT`` replaces it with a fixed limit.
 - **Memory** (:class:`MemoryBudget`): each admitted request reserves what its body may cost
   (the declared length, else the body limit, times :data:`BODY_COPIES`) out of the bytes
   the settings leave for bodies; one request is always admitted.
@@ -47,28 +48,34 @@ class ConcurrencyLimit:
     maximum: int
     limit: float
     adaptive: bool = True
+    #: Requests admitted and not yet answered.
+    in_flight: int = 0
     _last_decrease: float = float("-inf")
 
     @classmethod
     def fixed(cls, limit: int) -> ConcurrencyLimit:
         return cls(target_s=float("inf"), minimum=limit, maximum=limit, limit=limit, adaptive=False)
 
-    def allows(self, in_flight: int) -> bool:
-        return in_flight < int(self.limit)
+    def allows(self) -> bool:
+        return self.in_flight < int(self.limit)
 
-    def observe(self, latency_s: float, in_flight: int, now: float) -> None:
-        """One admitted request answered after ``latency_s``, with ``in_flight`` others still
-        in progress."""
+    def observe(self, latency_s: float, now: float) -> None:
+        """One admitted request answered after ``latency_s`` (``in_flight`` already counts
+        it out)."""
+        in_flight = self.in_flight
         if not self.adaptive:
             return
         if latency_s > self.target_s:
-            if in_flight > self.minimum and now - self._last_decrease >= self.target_s:
+            if in_flight > self.minimum and now - self._last_decrease >= self.target_s / 2:
                 # Shrink to what would have met the target: at most halve, at once.
                 scale = max(0.5, self.target_s / latency_s)
                 self.limit = max(float(self.minimum), min(self.limit, in_flight + 1) * scale)
                 self._last_decrease = now
         elif in_flight + 1 >= int(self.limit):
-            self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
+            # Well inside the target, grow fast (one per answer: doubling per round trip);
+            # near it, carefully (one per limit's worth of answers).
+            step = 1.0 if latency_s < self.target_s / 2 else 1.0 / self.limit
+            self.limit = min(float(self.maximum), self.limit + step)
 
 
 @dataclass
@@ -83,8 +90,8 @@ class MemoryBudget:
         body = self.max_body_bytes if declared_length is None else declared_length
         return min(body, self.max_body_bytes) * BODY_COPIES + REQUEST_OVERHEAD_BYTES
 
-    def allows(self, cost: int, in_flight: int) -> bool:
-        return in_flight == 0 or self.reserved + cost <= self.capacity
+    def allows(self, cost: int) -> bool:
+        return self.reserved == 0 or self.reserved + cost <= self.capacity
 
 
 class Admission:
@@ -102,7 +109,6 @@ class Admission:
         self.limit = limit
         self.memory = memory
         self.routes = tuple(routes)
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope)
@@ -110,9 +116,10 @@ class Admission:
             await self.app(scope, receive, send)
             return
         cost = self.memory.cost(_declared_length(scope))
-        if not self.limit.allows(self.in_flight):
-            why = f"{self.in_flight} requests in progress"
-        elif not self.memory.allows(cost, self.in_flight):
+        limit = self.limit
+        if not limit.allows():
+            why = f"{limit.in_flight} requests in progress"
+        elif not self.memory.allows(cost):
             why = "its memory for request bodies is in use"
         else:
             why = None
@@ -123,16 +130,16 @@ class Admission:
             )
             await service_error_response(refusal)(scope, receive, send)
             return
-        self.in_flight += 1
+        limit.in_flight += 1
         self.memory.reserved += cost
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            limit.in_flight -= 1
             self.memory.reserved -= cost
             now = time.monotonic()
             arrived: float = scope["state"].get("arrived_at", now) if "state" in scope else now
-            self.limit.observe(now - arrived, self.in_flight, now)
+            limit.observe(now - arrived, now)
 
     def _route(self, scope: Scope) -> BaseRoute | None:
         if scope["type"] != "http":

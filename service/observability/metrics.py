@@ -58,6 +58,31 @@ class _QueueCollector(Collector):
         yield capacity
 
 
+#: (the admission's limit on requests in progress, requests in progress, body bytes reserved).
+AdmissionReading = tuple[float, int, int]
+
+
+class _AdmissionCollector(Collector):
+    def __init__(self, read: Callable[[], AdmissionReading]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        limit, in_flight, reserved = self._read()
+        yield GaugeMetricFamily(
+            "digits_admission_limit",
+            "Requests the admission lets be in progress now (adapts to the latency target).",
+            value=limit,
+        )
+        yield GaugeMetricFamily(
+            "digits_in_flight", "Admitted requests in progress.", value=in_flight
+        )
+        yield GaugeMetricFamily(
+            "digits_body_bytes_reserved",
+            "Memory reserved for the bodies of admitted requests.",
+            value=reserved,
+        )
+
+
 class ServiceMetrics:
     """The service's counters and histograms."""
 
@@ -113,6 +138,9 @@ class ServiceMetrics:
 
     def watch_queues(self, read: Callable[[], list[QueueReading]]) -> None:
         self.registry.register(_QueueCollector(read))
+
+    def watch_admission(self, read: Callable[[], AdmissionReading]) -> None:
+        self.registry.register(_AdmissionCollector(read))
 
     def observe_batch(self, name: str, version: str, report: BatchFacts) -> None:
         """Called by each batcher after a batch (on the event loop)."""

@@ -123,7 +123,9 @@ def test_service_restarts_and_is_limited_and_hardened() -> None:
 def test_stop_grace_period_covers_the_drain() -> None:
     for files in COMBINATIONS.values():
         digits = effective(files)["services"]["digits"]
-        drain_s = float(digits["environment"]["DIGITS_SHUTDOWN_GRACE_S"])
+        environment = digits["environment"]
+        drain_s = float(environment["DIGITS_DRAIN_DELAY_S"])
+        drain_s += float(environment["DIGITS_SHUTDOWN_GRACE_S"])
         assert seconds(digits["stop_grace_period"]) >= drain_s + EXIT_MARGIN_S
         assert digits["stop_signal"] == "SIGTERM"
 
@@ -227,6 +229,14 @@ def test_nginx_waits_longer_than_the_service_does() -> None:
     digits = effective(COMBINATIONS["scale"])["services"]["digits"]
     request_timeout_s = int(digits["environment"]["DIGITS_REQUEST_TIMEOUT_MS"]) / 1000
     assert seconds(nginx_directive("proxy_read_timeout")) > request_timeout_s
+
+
+def test_nginx_drops_a_leaving_replica_before_it_stops_serving() -> None:
+    digits = effective(COMBINATIONS["scale"])["services"]["digits"]
+    drain_delay_s = float(digits["environment"]["DIGITS_DRAIN_DELAY_S"])
+    resolver = nginx_directive("resolver").split()
+    (valid,) = [word.removeprefix("valid=") for word in resolver if word.startswith("valid=")]
+    assert seconds(valid) < drain_delay_s
 
 
 def nginx_directive(name: str) -> str:

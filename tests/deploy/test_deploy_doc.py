@@ -56,15 +56,16 @@ def test_deployment_and_service_agree_with_the_image(examples: list[list[Any]]) 
     assert str(pod_security["runAsUser"]) == user.arguments.split(":")[0]
 
 
-def test_termination_grace_covers_pre_stop_and_drain(examples: list[list[Any]]) -> None:
+def test_termination_grace_covers_the_drain_delay_and_grace(examples: list[list[Any]]) -> None:
     deployment = examples[0][0]
     pod = deployment["spec"]["template"]["spec"]
     container = _container(deployment)
-    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    drain_s = float(_env(container)["DIGITS_SHUTDOWN_GRACE_S"])
-    needed = float(pre_stop[1]) + drain_s + EXIT_MARGIN_S
+    env = _env(container)
+    delay_s = float(env["DIGITS_DRAIN_DELAY_S"])
+    assert delay_s >= 5  # endpoint removal takes seconds to reach every proxy
+    needed = delay_s + float(env["DIGITS_SHUTDOWN_GRACE_S"]) + EXIT_MARGIN_S
     assert pod["terminationGracePeriodSeconds"] >= needed
+    assert "lifecycle" not in container  # the service drains by itself: no preStop sleep
 
 
 def test_gpu_patch_asks_for_one_nvidia_gpu(examples: list[list[Any]]) -> None:

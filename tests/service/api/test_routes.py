@@ -335,6 +335,37 @@ async def test_api_keys_guard_predict_and_models_but_not_probes(trained_model_di
         assert (await client.get("/readyz")).status_code == 200
 
 
+async def test_reload_takes_an_admin_key_not_a_prediction_key(trained_model_dir: Path) -> None:
+    admin = "a" * 24
+    async with running_app(
+        model_dir=trained_model_dir, default_model="lenet5", api_keys=[KEY], admin_keys=[admin]
+    ) as client:
+        assert_error(await client.post("/models/reload"), 401, "unauthorized")
+        with_api_key = await client.post("/models/reload", headers={"x-api-key": KEY})
+        assert_error(with_api_key, 401, "unauthorized")
+        as_admin = await client.post("/models/reload", headers={"authorization": f"Bearer {admin}"})
+        assert as_admin.status_code == 200, as_admin.text
+        # The admin key is for administration only.
+        predicted = await client.post(
+            "/predict", content=digit_png(1), headers={"x-api-key": admin}
+        )
+        assert_error(predicted, 401, "unauthorized")
+
+
+async def test_with_api_keys_and_no_admin_key_reload_is_off(trained_model_dir: Path) -> None:
+    async with running_app(
+        model_dir=trained_model_dir, default_model="lenet5", api_keys=[KEY]
+    ) as client:
+        refused = await client.post("/models/reload", headers={"x-api-key": KEY})
+        assert_error(refused, 403, "admin_disabled")
+        assert "DIGITS_ADMIN_KEYS" in refused.json()["error"]["message"]
+
+
+async def test_with_no_keys_at_all_reload_is_open(trained_model_dir: Path) -> None:
+    async with running_app(model_dir=trained_model_dir, default_model="lenet5") as client:
+        assert (await client.post("/models/reload")).status_code == 200
+
+
 # ---- the committed OpenAPI document ----------------------------------------------------------
 
 

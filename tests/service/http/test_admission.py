@@ -23,58 +23,71 @@ from tests.service.test_faults import SlowNet
 TARGET_S = 0.25
 
 
+def observe(limit: ConcurrencyLimit, latency_s: float, *, in_flight: int, now: float) -> None:
+    """One answer after ``latency_s`` with ``in_flight`` others still in progress."""
+    limit.in_flight = in_flight
+    limit.observe(latency_s, now)
+
+
 def adaptive(limit: float = 64.0) -> ConcurrencyLimit:
     return ConcurrencyLimit(target_s=TARGET_S, minimum=8, maximum=1088, limit=limit)
 
 
 def test_the_limit_grows_while_answers_are_on_time_and_it_is_in_use() -> None:
     limit = adaptive(64.0)
-    for _ in range(64):  # one limit's worth of answers, each with the limit in use
-        limit.observe(0.05, in_flight=63, now=1.0)
+    for _ in range(64):  # near the target: one per limit's worth of answers
+        observe(limit, 0.2, in_flight=63, now=1.0)
     assert limit.limit == pytest.approx(65.0, abs=0.02)
+    fast = adaptive(16.0)
+    for _ in range(16):  # well inside it (under half): one per answer
+        observe(fast, 0.05, in_flight=int(fast.limit) - 1, now=1.0)
+    assert fast.limit == 32.0
     idle = adaptive(64.0)
-    idle.observe(0.05, in_flight=3, now=1.0)  # not in use: no reason to grow
+    observe(idle, 0.05, in_flight=3, now=1.0)  # not in use: no reason to grow
     assert idle.limit == 64.0
 
 
 def test_a_late_answer_with_a_queue_shrinks_the_limit_in_proportion_once_per_interval() -> None:
     limit = adaptive(64.0)
-    limit.observe(0.5, in_flight=40, now=10.0)  # twice the target with 40 in progress
+    observe(limit, 0.5, in_flight=40, now=10.0)  # twice the target with 40 in progress
     assert limit.limit == pytest.approx(41 * 0.5)
-    limit.observe(1.0, in_flight=30, now=10.1)  # the same burst: not counted again
+    observe(limit, 1.0, in_flight=30, now=10.1)  # within half a target: not counted again
     assert limit.limit == pytest.approx(20.5)
-    limit.observe(10.0, in_flight=20, now=10.5)  # a later one; at most halved at once
+    observe(limit, 10.0, in_flight=20, now=10.5)  # a later one; at most halved at once
     assert limit.limit == pytest.approx(10.25)
     for step in range(10):
-        limit.observe(10.0, in_flight=9, now=11.0 + step)
+        observe(limit, 10.0, in_flight=9, now=11.0 + step)
     assert limit.limit == 8.0  # never under the minimum
 
 
 def test_one_slow_request_without_a_queue_is_not_overload() -> None:
     limit = adaptive(64.0)
-    limit.observe(3.0, in_flight=2, now=1.0)  # e.g. a 40-megapixel scan decoding
+    observe(limit, 3.0, in_flight=2, now=1.0)  # e.g. a 40-megapixel scan decoding
     assert limit.limit == 64.0
 
 
 def test_a_fixed_limit_never_moves() -> None:
     limit = ConcurrencyLimit.fixed(5)
-    limit.observe(10.0, in_flight=4, now=1.0)
-    limit.observe(0.001, in_flight=4, now=2.0)
-    assert limit.limit == 5 and limit.allows(4) and not limit.allows(5)
+    observe(limit, 10.0, in_flight=4, now=1.0)
+    observe(limit, 0.001, in_flight=4, now=2.0)
+    limit.in_flight = 4
+    assert limit.limit == 5 and limit.allows()
+    limit.in_flight = 5
+    assert not limit.allows()
 
 
 def test_bodies_reserve_their_declared_length_else_the_body_limit() -> None:
     memory = MemoryBudget(capacity=10 * MiB, max_body_bytes=2 * MiB)
     assert memory.cost(1000) == 1000 * BODY_COPIES + REQUEST_OVERHEAD_BYTES
     assert memory.cost(None) == memory.cost(50 * MiB) == 2 * MiB * BODY_COPIES + 65536
+    assert memory.allows(memory.cost(50 * MiB))  # the first request always gets in
     memory.reserved = 9 * MiB
-    assert not memory.allows(memory.cost(None), in_flight=3)
-    assert memory.allows(memory.cost(None), in_flight=0)  # one request always gets in
+    assert not memory.allows(memory.cost(None))
 
 
 def test_settings_choose_the_admission() -> None:
     limit, memory = admission_for(Settings())
-    assert limit.adaptive and limit.target_s == 0.25 and limit.limit == 64
+    assert limit.adaptive and limit.target_s == 0.2 and limit.limit == 32
     assert memory.capacity == Settings().body_budget_bytes > 0
     fixed, _ = admission_for(Settings(max_in_flight=7))
     assert not fixed.adaptive and fixed.limit == 7

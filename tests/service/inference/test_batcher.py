@@ -23,6 +23,7 @@ from torch import nn
 
 from service.errors import DeadlineExceeded, InferenceFailed, Unavailable
 from service.inference.batcher import Batcher, BatchReport, BatchResult
+from service.observability.logs import request_id_var
 
 pytestmark = pytest.mark.anyio  # asyncio: see anyio_backend in conftest.py
 
@@ -281,6 +282,27 @@ def fails_on_negative_input(batch: torch.Tensor) -> torch.Tensor:
     if bool((batch < 0).any()):
         raise RuntimeError("poisoned batch")
     return row_sums(batch)
+
+
+async def test_a_failed_batch_logs_the_request_ids_it_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    predict = HeldPredict(fails_on_negative_input, held=True)
+    async with serving(predict) as batcher:
+        first = batcher.enqueue(image(1.0))  # no request id: not named
+        await predict.wait_for_batches(1)
+        poisoned = []
+        for name in ("req-a", "req-b"):
+            token = request_id_var.set(name)
+            poisoned.append(batcher.enqueue(image(-1.0)))
+            request_id_var.reset(token)
+        predict.release()
+        await within(first)
+        for future in poisoned:
+            with pytest.raises(InferenceFailed):
+                await within(future)
+    (record,) = [r for r in caplog.records if "inference failed" in r.getMessage()]
+    assert record.__dict__["request_ids"] == ["req-a", "req-b"]
 
 
 async def test_an_error_fails_only_its_batch_and_the_worker_goes_on(
