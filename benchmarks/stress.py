@@ -7,7 +7,8 @@ soak
 overload
     The default settings and the default model, on the realistic mix (``benchmarks.mix``:
     phone photos, canvas, scans, odd encodings, rotated through). Phases on one server:
-    *sustainable* (16 connections), *4x* (64), *8x* (128), *recovery* (16), then *swap*
+    *sustainable* (16 connections), *4x* (64), *8x* (128), *recovery* (16, measured from 2 s
+    after the flood ends), then *swap*
     (16, while the default package is changed in place and reloaded three times). Then a
     short-deadline server (``DIGITS_REQUEST_TIMEOUT_MS=20``), overloaded; then SIGTERM with
     32 requests in flight on a server with a drain delay (``benchmarks.drain``).
@@ -86,6 +87,8 @@ class StressPlan:
     sample_every_s: float = 5.0
     phase_s: float = 15.0
     """Each of sustainable, each overload, recovery, swap and deadline."""
+    settle_s: float = 2.0
+    """Between the last overload and the recovery phase: the limit grows back meanwhile."""
     probes: int = 16
     """Of an overload phase's connections, how many are probe clients (the rest are wrk's);
     half as many in the sustainable, recovery and swap phases."""
@@ -231,6 +234,7 @@ def overload(
             run.phases.append(
                 driver.phase(f"{factor}x", connections, plan.phase_s, probes=plan.probes)
             )
+        driver.warm_up(plan.connections, plan.settle_s)
         run.phases.append(driver.phase("recovery", plan.connections, plan.phase_s, probes=few))
         with swapping(driver.server.base_url, models / DEFAULT, plan, run.reloads):
             run.phases.append(driver.phase("swap", plan.connections, plan.phase_s, probes=few))
@@ -581,7 +585,8 @@ def describe_environment(plan: StressPlan, kind: str) -> dict[str, str]:
         environment["plan"] = (
             f"{plan.warmup_s:g} s warm-up, then {plan.phase_s:g} s each on the realistic mix "
             f"({plan.mix_per_kind} bodies per kind): sustainable ({plan.connections} "
-            f"connections, {plan.sustainable_probes} probes), {factors}, recovery, swap "
+            f"connections, {plan.sustainable_probes} probes), {factors}, recovery (after "
+            f"{plan.settle_s:g} s), swap "
             f"({plan.swaps} reloads); deadline server: {plan.phase_s:g} s at 256 on one "
             f"exact MNIST PNG; drain: {plan.drain_in_flight} in flight, "
             f"{plan.drain_delay_s:g} s delay"

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     min_in_flight: int = Field(
         default=8, ge=1, description="The adaptive limit never goes below this."
     )
-    initial_in_flight: int = Field(default=32, ge=1, description="Where the adaptive limit starts.")
+    initial_in_flight: int = Field(default=64, ge=1, description="Where the adaptive limit starts.")
     max_in_flight: int = Field(
         default=0,
         ge=0,

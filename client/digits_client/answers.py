@@ -93,7 +93,7 @@ class ReloadResponse(Answer):
 
 
 class Health(Answer):
-    status: str
+    status: str = "ok"
 
 
 class Readiness(Answer):

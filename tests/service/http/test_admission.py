@@ -87,7 +87,7 @@ def test_bodies_reserve_their_declared_length_else_the_body_limit() -> None:
 
 def test_settings_choose_the_admission() -> None:
     limit, memory = admission_for(Settings())
-    assert limit.adaptive and limit.target_s == 0.2 and limit.limit == 32
+    assert limit.adaptive and limit.target_s == 0.2 and limit.limit == 64
     assert memory.capacity == Settings().body_budget_bytes > 0
     fixed, _ = admission_for(Settings(max_in_flight=7))
     assert not fixed.adaptive and fixed.limit == 7
