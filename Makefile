@@ -11,7 +11,10 @@ MODEL_DIR ?= models
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e ./client -e '.[train,dev,bench]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[train,dev,bench]'
+	# Apart, after: the client owns the `digits` command (a venv from before it had its own
+	# distribution lost the command when the project was upgraded in the same call).
+	$(PY) -m pip install --quiet -c constraints.txt -e ./client
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -52,7 +52,7 @@ async def require_admin_key(runtime: RuntimeDep, bearer: Bearer, header: KeyHead
             "(set DIGITS_ADMIN_KEYS to allow it)",
             code="admin_disabled",
         )
-    check_key(settings.admin_keys, _offered(bearer, header))
+    check_key(settings.admin_keys, _offered(bearer, header), kind="an admin key")
 
 
 async def require_accepting(runtime: RuntimeDep) -> None:
@@ -76,19 +76,19 @@ def _offered(bearer: HTTPAuthorizationCredentials | None, header: str | None) ->
     return bearer.credentials if bearer is not None else header or None
 
 
-def check_key(keys: Sequence[SecretStr], offered: str | None) -> None:
+def check_key(keys: Sequence[SecretStr], offered: str | None, *, kind: str = "an API key") -> None:
     """Raise 401 unless ``offered`` is one of ``keys`` (no keys configured: anything passes)."""
     if not keys:
         return
     if offered is None:
-        raise Unauthorized("an API key is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
+        raise Unauthorized(f"{kind} is required: 'Authorization: Bearer <key>' or 'X-API-Key'")
     candidate = offered.encode()
     # Compare with every key, in constant time each, so timing reveals neither key nor index.
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(candidate, key.get_secret_value().encode())
     if not matched:
-        raise Unauthorized("the API key is not valid")
+        raise Unauthorized(f"the {kind.removeprefix('an ')} is not valid")
 
 
 def check_accepting(runtime: Runtime) -> None:

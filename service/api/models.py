@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.dependencies import AdminKey, ApiKey, RuntimeDep
 from service.api.docs import ADMIN_ERRORS, READ_ERRORS
@@ -23,8 +24,8 @@ from service.packages.card import NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-# Route order matters: /reload is declared before /{name} so that a wrong method on
-# /models/reload is answered for *that* route (405, Allow: POST), not for /models/{name}.
+# /models/{name} would match GET /models/reload as a model named "reload": get_model answers
+# it as the reload route would, 405 with Allow: POST.
 
 
 @router.get("", summary="List every model", responses=READ_ERRORS, dependencies=[ApiKey])
@@ -67,6 +68,8 @@ async def get_model(
     name: Annotated[str, Path(description="Model name.", pattern=NAME_PATTERN)],
 ) -> ModelsResponse:
     """The versions of one model, as in `GET /models`."""
+    if name == "reload":  # GET /models/reload: the route is reload's, which takes POST only
+        raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
     models = [m for m in _all(runtime) if m.name == name]
     if not models:
         raise NotFound(f"no model {name}")
@@ -82,10 +85,14 @@ def _all(runtime: Runtime) -> list[ModelInfo]:
 
 def _served_info(model: ServedModel, repo: ModelRegistry, default_model: str) -> ModelInfo:
     card = model.card
+    stale = repo.stale_error(model)
     return ModelInfo(
         name=card.name,
         version=card.version,
         status="ready" if model.batcher.is_running else "not_running",
+        error=None
+        if stale is None
+        else f"serving the copy loaded before; its changed files on disk failed: {stale}",
         default=card.name == default_model,
         newest=repo.newest_version(card.name) == card.version,
         architecture=card.architecture,

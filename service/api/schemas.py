@@ -153,7 +153,11 @@ class ModelInfo(_Body):
         description="not_running: its batching worker is down (being restarted); failed: the "
         "package could not be loaded, failed its self-test, or its worker kept failing."
     )
-    error: str | None = Field(default=None, description="Why it failed, when it did.")
+    error: str | None = Field(
+        default=None,
+        description="Why it failed, when it did; for a ready version, why its changed files on "
+        "disk were not loaded (it keeps serving).",
+    )
     default: bool = Field(description="Whether requests naming no model get this one.")
     newest: bool = Field(description="Whether requests naming no version get this one.")
     architecture: str | None = None

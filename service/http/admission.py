@@ -118,7 +118,8 @@ class Admission:
         cost = self.memory.cost(_declared_length(scope))
         limit = self.limit
         if not limit.allows():
-            why = f"{limit.in_flight} requests in progress"
+            count = limit.in_flight
+            why = f"{count} request{'' if count == 1 else 's'} in progress"
         elif not self.memory.allows(cost):
             why = "its memory for request bodies is in use"
         else:

@@ -8,6 +8,10 @@ Each step here works on the picture at working resolution, on OpenCV primitives:
 
 Statistics come from small strided samples or a coarse grid of cells, never from a sort of
 the whole picture.
+
+Longer than the house's ~300 lines because the steps are one chain whose constants were
+tuned together (each has its comment); split up, the thresholds would sit apart from the
+steps that depend on them.
 """
 
 from __future__ import annotations

@@ -8,8 +8,11 @@ swapping packages in and out while requests are in flight, losing none of them.
   requests get it from then on. A package that fails leaves what was serving in place.
 - The version it replaces (or a removed package) is *retired*: it waits until no request
   holds it, then its batcher drains its queue and stops, and the module is released.
-- A batcher whose worker dies is restarted (a log line and ``digits_worker_restarts``);
-  after :data:`MAX_WORKER_RESTARTS` the model is marked failed instead.
+- A batcher whose worker dies is restarted (a log line, and
+  ``digits_worker_failures_total{restarted="true"}``); after :data:`MAX_WORKER_RESTARTS` the
+  model is marked failed instead.
+- A changed package that fails leaves its older copy serving, marked with the failure
+  (:meth:`ModelRegistry.stale_error`) until the files are fixed or removed.
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class ModelRegistry:
         self._on_worker_failure = on_worker_failure
         self._models: dict[ModelKey, ServedModel] = {}
         self._failed: dict[ModelKey, FailedPackage] = {}
+        #: Served versions whose changed files on disk failed to load.
+        self._stale: dict[ModelKey, FailedPackage] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.loaded_once = False
@@ -166,6 +171,11 @@ class ModelRegistry:
         versions = [v for (n, v) in self._failed if n == name]
         return max(versions, key=version_key) if versions else None
 
+    def stale_error(self, served: ServedModel) -> str | None:
+        """Why the package's changed files on disk were not loaded, while this copy serves."""
+        stale = self._stale.get((served.card.name, served.card.version))
+        return None if stale is None else stale.error
+
     def default_ready(self) -> bool:
         """Whether the default model's newest version is in the table with a live worker."""
         version = self.newest_version(self._settings.default_model)
@@ -190,6 +200,10 @@ class ModelRegistry:
             if current is not None and unchanged(path, current.loaded.fingerprint):
                 report.unchanged.append(key)
                 continue
+            stale = self._stale.get(key)
+            if stale is not None and unchanged(path, stale.fingerprint):
+                report.failed.append(stale)  # same broken files: not retried, old copy serves
+                continue
             known_failure = self._failed.get(key)
             if known_failure is not None and unchanged(path, known_failure.fingerprint):
                 report.failed.append(known_failure)  # same files, same verdict: not retried
@@ -210,13 +224,16 @@ class ModelRegistry:
                     extra={"model": f"{key[0]}/{key[1]}", "path": str(path), "reason": str(exc)},
                 )
                 report.failed.append(failure)
-                if current is None:  # an older copy that works keeps serving
+                if current is None:
                     self._failed[key] = failure
+                else:  # the copy that works keeps serving, marked
+                    self._stale[key] = failure
                 continue
             served = ServedModel(loaded, batching, self._batcher_for(loaded, batching))
             served.batcher.start()
             self._models[key] = served
             self._failed.pop(key, None)
+            self._stale.pop(key, None)
             report.loaded.append(key)
             logger.info("model serving", extra={"model": served.label, "device": str(self._device)})
             if current is not None:
@@ -226,6 +243,8 @@ class ModelRegistry:
             self._retire(self._models.pop(key))
         for key in [k for k in self._failed if k not in packages]:
             del self._failed[key]
+        for key in [k for k in self._stale if k not in self._models]:
+            del self._stale[key]
         return report
 
     def _batcher_for(self, loaded: LoadedModel, batching: BatchingSettings) -> Batcher:

@@ -257,6 +257,11 @@ async def test_reload_swaps_in_new_versions_and_keeps_old_ones_on_failure(model_
         assert "sha256" in report["failed"][0]["error"]
         answer = await client.post("/predict", content=digit_png(1))
         assert answer.json()["model"]["version"] == "2"
+        # ... and /models says so, while it serves; the same broken files are not retried.
+        listed = {m["version"]: m for m in (await client.get("/models")).json()["models"]}
+        assert listed["2"]["status"] == "ready" and "sha256" in listed["2"]["error"]
+        again = (await client.post("/models/reload")).json()
+        assert [f["version"] for f in again["failed"]] == ["2"] and not again["loaded"]
 
         # A broken new package is listed as failed and does not disturb the others.
         broken = write_package(model_dir, "other")
@@ -340,7 +345,9 @@ async def test_reload_takes_an_admin_key_not_a_prediction_key(trained_model_dir:
     async with running_app(
         model_dir=trained_model_dir, default_model="lenet5", api_keys=[KEY], admin_keys=[admin]
     ) as client:
-        assert_error(await client.post("/models/reload"), 401, "unauthorized")
+        missing = await client.post("/models/reload")
+        assert_error(missing, 401, "unauthorized")
+        assert missing.json()["error"]["message"].startswith("an admin key is required")
         with_api_key = await client.post("/models/reload", headers={"x-api-key": KEY})
         assert_error(with_api_key, 401, "unauthorized")
         as_admin = await client.post("/models/reload", headers={"authorization": f"Bearer {admin}"})
@@ -359,6 +366,13 @@ async def test_with_api_keys_and_no_admin_key_reload_is_off(trained_model_dir: P
         refused = await client.post("/models/reload", headers={"x-api-key": KEY})
         assert_error(refused, 403, "admin_disabled")
         assert "DIGITS_ADMIN_KEYS" in refused.json()["error"]["message"]
+
+
+async def test_a_wrong_method_on_reload_is_405_with_allow() -> None:
+    async with running_app(model_dir=REPO / "models") as client:
+        wrong = await client.get("/models/reload")
+    assert_error(wrong, 405, "method_not_allowed")
+    assert wrong.headers["allow"] == "POST"
 
 
 async def test_with_no_keys_at_all_reload_is_open(trained_model_dir: Path) -> None:
