@@ -67,8 +67,10 @@ logger = logging.getLogger("benchmarks.stress")
 
 #: Most growth of resident memory the soak allows over the warm size.
 MEMORY_GROWTH_LIMIT = 0.10
-#: Share of the sustainable throughput the recovery phase must reach.
-RECOVERY_SHARE = 0.90
+#: Share of the sustainable throughput the recovery phase must reach. Not 90 %: on this
+#: shared VM the same 16-connection phase, run again 60 s later with no overload between
+#: (a control run, BENCHMARKS.md), gave 88 % of the first.
+RECOVERY_SHARE = 0.80
 #: The floor of the accepted-p99 bound under overload, and the multiple of the sustainable p99.
 P99_FLOOR_MS = 300.0
 P99_MULTIPLE = 4.0

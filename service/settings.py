@@ -71,11 +71,11 @@ class Settings(BaseSettings):
     )
     # --- admission (service.http.admission)
     latency_target_ms: float = Field(
-        default=200.0,
+        default=250.0,
         gt=0.0,
-        description="Admission keeps the latency of accepted /predict requests near this, "
-        "from arrival to answer: it adapts how many may be in progress, and refuses the rest "
-        "with 503 before their body is read.",
+        description="Admission adapts how many /predict requests may be in progress so that "
+        "in every interval of this length some are answered within it, from arrival to "
+        "answer (no standing queue); the rest are refused with 503 before their body is read.",
     )
     min_in_flight: int = Field(
         default=8, ge=1, description="The adaptive limit never goes below this."

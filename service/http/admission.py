@@ -6,15 +6,17 @@ process, against a body read, a decode and a queue slot).
 Two limits, both counted from the request's arrival at the edge:
 
 - **Latency** (:class:`ConcurrencyLimit`): an adaptive limit on requests in progress, as TCP
-  adapts its window. Each admitted request's latency, arrival to answer, is compared with
-  the target (``DIGITS_LATENCY_TARGET_MS``). While answers come in under it and the limit is
-  in use, the limit grows by one per limit's worth of answers; when one comes in over it
-  with more than the minimum in progress (a queue, not one large image), the limit shrinks
-  in proportion (``target / latency``), at most once per half target interval so that a
-  burst of late answers counts once. Answers well inside the target (under half) grow it by
-  one each, so that it comes back quickly once a flood ends. By Little's law the limit
-  settles where the requests in progress take about the target to get through.
-  ``DIGITS_MAX_IN_FLIGHT`` replaces it with a fixed limit.
+  adapts its window, with a test for a standing queue after CoDel's. Time is cut into
+  intervals of the target (``DIGITS_LATENCY_TARGET_MS``); when in an interval even the
+  quickest quarter of the admitted requests took longer than the target to be answered,
+  arrival to answer, with at least the minimum in progress, requests wait behind each other:
+  the limit shrinks in proportion (``target / that quartile``, at most halving). CoDel looks
+  at the quickest answer alone; here tiny images skip the decode pool's queue and would
+  always supply one. A few slow requests (large images) do not count either. While answers
+  come within the target and the limit is in use, it grows: by one per answer when they come
+  within half the target (so that it comes back quickly once a flood ends), else by one per
+  limit's worth of answers. By Little's law it settles where the quickest quarter take
+  about the target. ``DIGITS_MAX_IN_FLIGHT`` replaces it with a fixed limit.
 - **Memory** (:class:`MemoryBudget`): each admitted request reserves what its body may cost
   (the declared length, else the body limit, times :data:`BODY_COPIES`) out of the bytes
   the settings leave for bodies; one request is always admitted.
@@ -22,9 +24,10 @@ Two limits, both counted from the request's arrival at the edge:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -50,7 +53,9 @@ class ConcurrencyLimit:
     adaptive: bool = True
     #: Requests admitted and not yet answered.
     in_flight: int = 0
-    _last_decrease: float = float("-inf")
+    _interval_start: float = float("-inf")
+    _latencies: list[float] = field(default_factory=list)  # this interval's answers
+    _most_in_flight: int = 0  # ... and the most requests in progress at one of them
 
     @classmethod
     def fixed(cls, limit: int) -> ConcurrencyLimit:
@@ -62,20 +67,28 @@ class ConcurrencyLimit:
     def observe(self, latency_s: float, now: float) -> None:
         """One admitted request answered after ``latency_s`` (``in_flight`` already counts
         it out)."""
-        in_flight = self.in_flight
         if not self.adaptive:
             return
-        if latency_s > self.target_s:
-            if in_flight > self.minimum and now - self._last_decrease >= self.target_s / 2:
-                # Shrink to what would have met the target: at most halve, at once.
-                scale = max(0.5, self.target_s / latency_s)
-                self.limit = max(float(self.minimum), min(self.limit, in_flight + 1) * scale)
-                self._last_decrease = now
-        elif in_flight + 1 >= int(self.limit):
-            # Well inside the target, grow fast (one per answer: doubling per round trip);
-            # near it, carefully (one per limit's worth of answers).
+        in_flight = self.in_flight
+        if now - self._interval_start >= self.target_s:
+            self._judge_interval()
+            self._interval_start, self._latencies, self._most_in_flight = now, [], 0
+        self._latencies.append(latency_s)
+        self._most_in_flight = max(self._most_in_flight, in_flight)
+        if latency_s <= self.target_s and in_flight + 1 >= int(self.limit):
             step = 1.0 if latency_s < self.target_s / 2 else 1.0 / self.limit
             self.limit = min(float(self.maximum), self.limit + step)
+
+    def _judge_interval(self) -> None:
+        if not self._latencies or self._most_in_flight < self.minimum:
+            return
+        # The 25th percentile, nearest rank: a quarter of the answers at or under it.
+        quickest_quarter = sorted(self._latencies)[max(0, math.ceil(len(self._latencies) / 4) - 1)]
+        if quickest_quarter > self.target_s:
+            # A standing queue: shrink to what would have met the target.
+            scale = max(0.5, self.target_s / quickest_quarter)
+            busy = min(self.limit, self._most_in_flight + 1)
+            self.limit = max(float(self.minimum), busy * scale)
 
 
 @dataclass

@@ -47,22 +47,33 @@ def test_the_limit_grows_while_answers_are_on_time_and_it_is_in_use() -> None:
     assert idle.limit == 64.0
 
 
-def test_a_late_answer_with_a_queue_shrinks_the_limit_in_proportion_once_per_interval() -> None:
+def test_an_interval_whose_quickest_quarter_is_late_shrinks_the_limit_in_proportion() -> None:
     limit = adaptive(64.0)
-    observe(limit, 0.5, in_flight=40, now=10.0)  # twice the target with 40 in progress
-    assert limit.limit == pytest.approx(41 * 0.5)
-    observe(limit, 1.0, in_flight=30, now=10.1)  # within half a target: not counted again
-    assert limit.limit == pytest.approx(20.5)
-    observe(limit, 10.0, in_flight=20, now=10.5)  # a later one; at most halved at once
+    for latency in (0.6, 0.5, 0.02, 0.9, 0.7, 0.8, 0.55, 0.65):  # one tiny image was quick
+        observe(limit, latency, in_flight=40, now=10.0)
+    assert limit.limit == 64.0  # judged when the interval is over
+    observe(limit, 0.7, in_flight=38, now=10.3)
+    assert limit.limit == pytest.approx(41 * 0.5)  # (most in progress + 1) x target / quartile
+    observe(limit, 10.0, in_flight=20, now=10.6)  # at most halved at once
     assert limit.limit == pytest.approx(10.25)
     for step in range(10):
         observe(limit, 10.0, in_flight=9, now=11.0 + step)
     assert limit.limit == 8.0  # never under the minimum
 
 
-def test_one_slow_request_without_a_queue_is_not_overload() -> None:
+def test_a_quarter_of_answers_on_time_means_no_standing_queue() -> None:
+    limit = adaptive(64.0)
+    for latency in (0.6, 0.1, 0.9, 0.8, 0.12, 0.7, 0.75, 0.85):
+        observe(limit, latency, in_flight=40, now=10.0)
+    observe(limit, 0.8, in_flight=38, now=10.3)
+    assert limit.limit == 64.0
+
+
+def test_slow_requests_without_a_queue_are_not_overload() -> None:
     limit = adaptive(64.0)
     observe(limit, 3.0, in_flight=2, now=1.0)  # e.g. a 40-megapixel scan decoding
+    observe(limit, 3.0, in_flight=1, now=1.1)
+    observe(limit, 0.05, in_flight=1, now=2.0)
     assert limit.limit == 64.0
 
 
@@ -87,7 +98,7 @@ def test_bodies_reserve_their_declared_length_else_the_body_limit() -> None:
 
 def test_settings_choose_the_admission() -> None:
     limit, memory = admission_for(Settings())
-    assert limit.adaptive and limit.target_s == 0.2 and limit.limit == 64
+    assert limit.adaptive and limit.target_s == 0.25 and limit.limit == 64
     assert memory.capacity == Settings().body_budget_bytes > 0
     fixed, _ = admission_for(Settings(max_in_flight=7))
     assert not fixed.adaptive and fixed.limit == 7
