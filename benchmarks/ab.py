@@ -1,6 +1,7 @@
 """``python -m benchmarks.ab --before DIR``: the service of another checkout (``DIR``, e.g. a
 ``git worktree`` of the commit before a change) against this one's, the same loads, the same
-model packages, alternating so that the machine's drift hits both alike.
+model packages, alternating (and which goes first, round by round) so that the machine's
+drift hits both alike.
 
 Loads: the realistic mix (default model, 16 connections) and one exact MNIST PNG (LeNet-5,
 64 connections), each server pinned to CPU 0 and wrk to CPU 1, ``--rounds`` times. Prints a
@@ -92,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for round_ in range(1, args.rounds + 1):
             for load in loads:
+                sides: list[tuple[str, Path | None]] = [
+                    ("before", args.before.resolve()),
+                    ("after", None),
+                ]
+                if round_ % 2 == 0:  # alternate which goes first: the machine drifts
+                    sides.reverse()
                 results = {
                     side: measure(load, checkout, model_dir, args.seconds, Path(scratch))
-                    for side, checkout in (("before", args.before.resolve()), ("after", None))
+                    for side, checkout in sides
                 }
                 before, after = results["before"], results["after"]
                 ratio = after.requests_per_s / before.requests_per_s

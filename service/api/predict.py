@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.answers import combine, json_response, prediction, unless_client_leaves
 from service.api.dependencies import Accepting, ApiKey, RuntimeDep
@@ -40,6 +40,8 @@ _EXPLAIN = "Also return the 28x28 image the model saw, as base64 PNG."
 
 class PredictQuery(BaseModel):
     """The query of ``POST /predict``; the fast path validates a query with it too."""
+
+    model_config = ConfigDict(frozen=True)
 
     model: str | None = Field(
         default=None,

@@ -122,6 +122,10 @@ class Admission:
         self.limit = limit
         self.memory = memory
         self.routes = tuple(routes)
+        # Most routes have a fixed path: found by a dict lookup, not by matching each.
+        paths = [(getattr(r, "path", "{"), r) for r in self.routes]
+        self._by_path = {path: r for path, r in paths if "{" not in path}
+        self._templated = tuple(r for r in self.routes if r not in self._by_path.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope)
@@ -158,9 +162,12 @@ class Admission:
     def _route(self, scope: Scope) -> BaseRoute | None:
         if scope["type"] != "http":
             return None
-        for route in self.routes:
-            if route.matches(scope)[0] is not Match.NONE:
-                return route
+        route = self._by_path.get(scope["path"])
+        if route is not None:
+            return route
+        for candidate in self._templated:
+            if candidate.matches(scope)[0] is not Match.NONE:
+                return candidate
         return None
 
 

@@ -34,11 +34,16 @@ _ROUTE = next(
 )
 
 
+_NO_QUERY = predict.PredictQuery.model_validate({})
+
+
 def fast_path_query(scope: Scope) -> predict.PredictQuery | None:
     """The validated query of a ``POST /predict``, else ``None`` (another request, or a query
     the route refuses). Read as Starlette reads it: blank values kept, the last of repeats."""
     if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
         return None
+    if not scope["query_string"]:
+        return _NO_QUERY  # what the model makes of an empty query, made once
     query = scope["query_string"].decode("latin-1")
     try:
         return predict.PredictQuery.model_validate(dict(parse_qsl(query, keep_blank_values=True)))

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +68,28 @@ class ServedModel:
     def label(self) -> str:
         """``name/version``, as log lines and messages name it."""
         return f"{self.card.name}/{self.card.version}"
+
+
+class Lease:
+    """A request's hold on a served version (a class, not a generator: it is on every
+    request's path, and a generator-based context manager costs several times more)."""
+
+    __slots__ = ("served",)
+
+    def __init__(self, served: ServedModel) -> None:
+        self.served = served
+
+    def __enter__(self) -> ServedModel:
+        served = self.served
+        served.users += 1
+        served.idle.clear()
+        return served
+
+    def __exit__(self, *exc: object) -> None:
+        served = self.served
+        served.users -= 1
+        if served.users == 0:
+            served.idle.set()
 
 
 @dataclass(frozen=True)
@@ -153,19 +174,10 @@ class ModelRegistry:
         wanted = f"{name}/{version}" if version else name
         raise NotFound(f"no model {wanted}; serving: {', '.join(known) or 'none'}")
 
-    @contextmanager
-    def lease(self, name: str | None, version: str | None) -> Iterator[ServedModel]:
-        """:meth:`get`, held until the block ends: the version is not stopped meanwhile,
-        even if a reload replaces or removes it."""
-        served = self.get(name, version)
-        served.users += 1
-        served.idle.clear()
-        try:
-            yield served
-        finally:
-            served.users -= 1
-            if served.users == 0:
-                served.idle.set()
+    def lease(self, name: str | None, version: str | None) -> Lease:
+        """:meth:`get`, held until the ``with`` block ends: the version is not stopped
+        meanwhile, even if a reload replaces or removes it."""
+        return Lease(self.get(name, version))
 
     def _newest_failed_version(self, name: str) -> str | None:
         versions = [v for (n, v) in self._failed if n == name]

@@ -129,6 +129,8 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        #: Children of ``requests`` and ``latency`` by their labels: looked up once each.
+        self._request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
         self.worker_failures = Counter(
             "digits_worker_failures",
             "Batching workers that died, by whether they were restarted.",
@@ -158,8 +160,16 @@ class ServiceMetrics:
     def observe_request(
         self, route: str, model: str, version: str, status: int, seconds: float
     ) -> None:
-        self.requests.labels(route, model, version, str(status)).inc()
-        self.latency.labels(route, model, version).observe(seconds)
+        key = (route, model, version, status)
+        children = self._request_children.get(key)
+        if children is None:  # prometheus_client's labels() checks and locks: once a key
+            children = (
+                self.requests.labels(route, model, version, str(status)),
+                self.latency.labels(route, model, version),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_worker_failure(self, name: str, version: str, restarted: bool) -> None:
         self.worker_failures.labels(name, version, "true" if restarted else "false").inc()
