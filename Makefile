@@ -48,8 +48,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.load --quick
 
-# Issue 6's promises under load: 60 s soak (memory flat, no errors); 4x overload (200/503
-# only, recovery) and deadlines (504 before the model).
+# Promises under load, as real processes driven by wrk (BENCHMARKS.md): a 60 s soak (memory
+# flat, no errors); the default settings on the realistic mix at 4x and 8x the sustainable
+# load (only 200/503, accepted p99 bounded, memory in budget, recovery), reloads under load
+# (no answer but 200), a short deadline (504 before the model), SIGTERM with 32 in flight.
 soak: $(STAMP)
 	$(PY) -m benchmarks.stress soak
 

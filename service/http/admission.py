@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import Unavailable
 from service.http.responses import service_error_response
@@ -150,14 +150,29 @@ class Admission:
             return
         limit.in_flight += 1
         self.memory.reserved += cost
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                limit.in_flight -= 1
+                self.memory.reserved -= cost
+                now = time.monotonic()
+                arrived: float = scope.get("state", {}).get("arrived_at", now)
+                limit.observe(now - arrived, now)
+
+        async def send_releasing(message: Message) -> None:
+            # Released as the last of the answer goes out, not after: the client may send its
+            # next request on this connection at once, and must find the place free.
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                release()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_releasing)
         finally:
-            limit.in_flight -= 1
-            self.memory.reserved -= cost
-            now = time.monotonic()
-            arrived: float = scope["state"].get("arrived_at", now) if "state" in scope else now
-            limit.observe(now - arrived, now)
+            release()
 
     def _route(self, scope: Scope) -> BaseRoute | None:
         if scope["type"] != "http":

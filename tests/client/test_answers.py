@@ -4,6 +4,7 @@ OpenAPI document, and a distribution of its own that pulls neither torch nor the
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -66,14 +67,18 @@ def test_importing_the_client_loads_no_server_code_and_no_torch() -> None:
 
 @pytest.mark.slow
 def test_the_client_distribution_depends_on_httpx_and_pydantic_only(tmp_path: Path) -> None:
+    # Built from a copy: a build writes build/ and egg-info beside the sources.
+    source = tmp_path / "client"
+    shutil.copytree(REPO / "client", source, ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    wheels = tmp_path / "wheels"
     subprocess.run(
         [
             sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-            "--quiet", "--wheel-dir", str(tmp_path), str(REPO / "client"),
+            "--quiet", "--wheel-dir", str(wheels), str(source),
         ],
         check=True,
     )  # fmt: skip
-    (wheel,) = tmp_path.glob("digits_client-*.whl")
+    (wheel,) = wheels.glob("digits_client-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
