@@ -74,8 +74,9 @@ class Settings(BaseSettings):
         default=250.0,
         gt=0.0,
         description="Admission adapts how many /predict requests may be in progress so that "
-        "in every interval of this length some are answered within it, from arrival to "
-        "answer (no standing queue); the rest are refused with 503 before their body is read.",
+        "in every interval of half this length the quickest quarter are answered within it, "
+        "from arrival (no standing queue); the rest are refused with 503 before their body is "
+        "read.",
     )
     min_in_flight: int = Field(
         default=8, ge=1, description="The adaptive limit never goes below this."

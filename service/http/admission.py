@@ -7,7 +7,7 @@ Two limits, both counted from the request's arrival at the edge:
 
 - **Latency** (:class:`ConcurrencyLimit`): an adaptive limit on requests in progress, as TCP
   adapts its window, with a test for a standing queue after CoDel's. Time is cut into
-  intervals of the target (``DIGITS_LATENCY_TARGET_MS``); when in an interval even the
+  intervals of half the target (``DIGITS_LATENCY_TARGET_MS``); when in an interval even the
   quickest quarter of the admitted requests took longer than the target to be answered,
   arrival to answer, with at least the minimum in progress, requests wait behind each other:
   the limit shrinks in proportion (``target / that quartile``, at most halving). CoDel looks
@@ -70,7 +70,7 @@ class ConcurrencyLimit:
         if not self.adaptive:
             return
         in_flight = self.in_flight
-        if now - self._interval_start >= self.target_s:
+        if now - self._interval_start >= self.target_s / 2:
             self._judge_interval()
             self._interval_start, self._latencies, self._most_in_flight = now, [], 0
         self._latencies.append(latency_s)
