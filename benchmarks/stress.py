@@ -26,6 +26,9 @@ histogram for all answers, and 503s are faster than 200s.
 The server runs on CPU 0 and the load on CPU 1, as in ``benchmarks.load``.
 
 ``python -m benchmarks.stress soak|overload [--seconds N] [--quick] [--model-dir models]``
+
+Longer than ~300 lines because each promise is a verdict function beside the run that
+measures it, and the report renders them all; the phases' machinery is ``benchmarks.phases``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ swapping packages in and out while requests are in flight, losing none of them.
   model is marked failed instead.
 - A changed package that fails leaves its older copy serving, marked with the failure
   (:meth:`ModelRegistry.stale_error`) until the files are fixed or removed.
+
+A little over the house's ~300 lines: loading, leasing, retiring and restarting all change
+the same two tables, under one lock, and read best side by side.
 """
 
 from __future__ import annotations
