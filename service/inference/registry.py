@@ -291,8 +291,13 @@ class ModelRegistry:
         restart = served.restarts < MAX_WORKER_RESTARTS
         if restart:
             served.restarts += 1
+            dead = served.batcher
             served.batcher = self._batcher_for(served.loaded, served.batching)
             served.batcher.start()
+            # Its requests are failed already; stopping it releases its inference thread.
+            task = asyncio.get_running_loop().create_task(dead.stop(drain=False))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
             logger.error(
                 "batching worker restarted",
                 extra={"model": served.label, "restarts": served.restarts},

@@ -143,6 +143,8 @@ async def test_a_dead_worker_is_restarted_and_counted(
         assert answered.status_code == 200, answered.text
         await asyncio.wait_for(first._worker, 5)  # type: ignore[arg-type]
         assert served.batcher is not first and served.batcher.is_running
+        await runtime.registry.wait_retired()
+        assert first._executor is not None and first._executor._shutdown  # its thread released
         again = await client.post("/predict", content=digit_png(3))
         assert again.status_code == 200, again.text
         assert (await client.get("/readyz")).status_code == 200
