@@ -3,7 +3,9 @@ per-request routing and dependency solving.
 
 For a raw image body FastAPI has nothing to validate but the query, yet its routing,
 dependency solving and parameter handling took more of the event loop's time than decoding
-an MNIST image (py-spy, LeNet-5, 64 connections on one core). Here the query is validated by
+an MNIST image (py-spy, LeNet-5, 64 connections on one core). Measured with and without it
+(``benchmarks.ab``, 2026-12-02, BENCHMARKS.md): 1.99x the throughput on LeNet-5 with one
+PNG, 1.11x on the realistic mix. Here the query is validated by
 the route's own model (:class:`service.api.predict.PredictQuery`), the key and shutdown are
 checked by the route's own dependencies' functions, and the route function answers: nothing
 is validated or answered differently. A query the model refuses goes on to FastAPI, which
