@@ -23,7 +23,7 @@ from benchmarks.image_kinds import default_data_dir, load_mnist_test
 from benchmarks.load import DEFAULT, LENET5, LOAD_CPU, SERVER_CPU, service
 from benchmarks.mix import write_mix
 from benchmarks.servers import ServerSpec, running
-from benchmarks.workloads import EXACT_MNIST
+from benchmarks.workloads import EXACT_MNIST, mix_workloads
 from benchmarks.wrk import Body, LoadResult, run_wrk
 
 logger = logging.getLogger("benchmarks.ab")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="digits-ab-") as scratch:
         images, labels = load_mnist_test(args.data_dir)
         entries = write_mix(Path(scratch) / "mix", images, labels, per_kind=10)
-        mix = tuple((Path(scratch) / "mix" / e.file, e.content_type) for e in entries)
+        mix = mix_workloads(Path(scratch) / "mix", entries)[0].bodies  # "all mixed"
         loads = [
             Load("realistic mix, default", DEFAULT, mix, 16),
             Load("exact MNIST PNG, lenet5", LENET5, EXACT_MNIST.bodies, 64),

@@ -50,7 +50,6 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.digit_image import BENCHMARK_PNG, CONTENT_TYPE
 from benchmarks.drain import DrainResult, drain
 from benchmarks.image_kinds import default_data_dir, load_mnist_test
 from benchmarks.load import DEFAULT, LENET5, LOAD_CPU, SERVER_CPU, service
@@ -63,6 +62,7 @@ from benchmarks.phases import (
     percentile_of,
 )
 from benchmarks.servers import ServerSpec, running
+from benchmarks.workloads import EXACT_MNIST, mix_workloads
 from benchmarks.wrk import Body, WrkMissing, wrk_version
 from service.settings import Settings
 
@@ -167,9 +167,6 @@ def describe_command(spec: ServerSpec, pinned: bool) -> str:
     return f"{env} {'taskset -c ' + SERVER_CPU + ' ' if pinned else ''}{argv}"
 
 
-EXACT_PNG: tuple[Body, ...] = ((BENCHMARK_PNG, CONTENT_TYPE),)
-
-
 # --- soak -----------------------------------------------------------------------------------
 
 
@@ -177,7 +174,7 @@ def soak(model_dir: Path, plan: StressPlan, log_dir: Path, *, selftest: bool = T
     """Warm up, then hold the sustainable load for ``plan.soak_s``, sampling memory."""
     run = StressRun("soak", plan)
     spec = stress_service(model_dir, LENET5, selftest=selftest, name="service (lenet5)")
-    with started(spec, plan, run, log_dir, EXACT_PNG) as driver:
+    with started(spec, plan, run, log_dir, EXACT_MNIST.bodies) as driver:
         driver.warm_up(plan.soak_connections, plan.warmup_s)
         run.warm_resident_bytes["soak"] = driver.server.resident_bytes()
         run.phases.append(driver.phase("soak", plan.soak_connections, plan.soak_s))
@@ -226,7 +223,7 @@ def overload(
     shutil.copytree(model_dir / LENET5, models / LENET5)
     images, labels = load_mnist_test(data_dir)
     entries = write_mix(scratch / "mix", images, labels, per_kind=plan.mix_per_kind)
-    mix = [(scratch / "mix" / e.file, e.content_type) for e in entries]
+    mix = mix_workloads(scratch / "mix", entries)[0].bodies  # "all mixed"
 
     spec = stress_service(models, DEFAULT, selftest=selftest, name="service (default settings)")
     with started(spec, plan, run, log_dir, mix) as driver:
@@ -252,7 +249,7 @@ def overload(
             DIGITS_REQUEST_TIMEOUT_MS=f"{plan.deadline_ms:g}",
             DIGITS_MAX_IN_FLIGHT="1088",  # the old default: a queue deep enough to time out
         )
-        with started(short, plan, run, log_dir, EXACT_PNG) as driver:
+        with started(short, plan, run, log_dir, EXACT_MNIST.bodies) as driver:
             driver.warm_up(64, plan.warmup_s)
             run.phases.append(driver.phase("deadline", 256, plan.phase_s, probes=plan.probes))
         run.drain = measure_drain(models, plan, run, log_dir, [m for m, _ in mix], selftest)

@@ -7,6 +7,7 @@ import time
 from contextlib import ExitStack
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +25,7 @@ from service.api.schemas import (
 )
 from service.errors import BadImage, InvalidParameter, ServiceError, Unavailable
 from service.inference import pipeline
+from service.inference.batcher import BatchResult
 from service.inference.registry import ServedModel
 from service.inference.runtime import Runtime
 from service.observability.logs import request_record
@@ -96,13 +98,7 @@ async def _predict_one(request: Request, runtime: Runtime, query: PredictQuery) 
             request, served.batcher.enqueue(image, deadline=deadline)
         )
         request_record(request.scope)["batch_size"] = result.batch_size
-        return prediction(
-            served,
-            result,
-            uncertain_below=runtime.settings.uncertain_below,
-            received_at=received_at,
-            image=image if query.explain else None,
-        )
+        return _answer(runtime, served, result, received_at, image if query.explain else None)
 
 
 async def _predict_all(request: Request, runtime: Runtime, explain: bool) -> EnsemblePrediction:
@@ -120,15 +116,10 @@ async def _predict_all(request: Request, runtime: Runtime, explain: bool) -> Ens
             request,
             asyncio.gather(*(m.batcher.enqueue(image, deadline=deadline) for m in models)),
         )
+        shown = image if explain else None
         return combine(
             [
-                prediction(
-                    m,
-                    r,
-                    uncertain_below=runtime.settings.uncertain_below,
-                    received_at=received_at,
-                    image=image if explain else None,
-                )
+                _answer(runtime, m, r, received_at, shown)
                 for m, r in zip(models, results, strict=True)
             ]
         )
@@ -173,13 +164,7 @@ async def predict_batch(
                 raise BadImage("the image is empty", code="empty_body")
             image = await pipeline.decode(runtime, data)
             result = await served.batcher.enqueue(image, deadline=deadline)
-            return prediction(
-                served,
-                result,
-                uncertain_below=settings.uncertain_below,
-                received_at=received_at,
-                image=image if explain else None,
-            )
+            return _answer(runtime, served, result, received_at, image if explain else None)
 
         outcomes = await unless_client_leaves(
             request,
@@ -195,6 +180,20 @@ async def predict_batch(
             items.append(BatchItem(filename=upload.filename, prediction=outcome))
     request_record(request.scope)["files"] = len(items)
     return json_response(BatchPredictionResponse(results=items))
+
+
+def _answer(
+    runtime: Runtime,
+    served: ServedModel,
+    result: BatchResult,
+    received_at: float,
+    image: np.ndarray | None,
+) -> Prediction:
+    """A batch row -> the answer, with the service's uncertainty threshold."""
+    uncertain_below = runtime.settings.uncertain_below
+    return prediction(
+        served, result, uncertain_below=uncertain_below, received_at=received_at, image=image
+    )
 
 
 def arrived_at(request: Request) -> float:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -295,9 +296,7 @@ class ModelRegistry:
             served.batcher = self._batcher_for(served.loaded, served.batching)
             served.batcher.start()
             # Its requests are failed already; stopping it releases its inference thread.
-            task = asyncio.get_running_loop().create_task(dead.stop(drain=False))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._in_background(dead.stop(drain=False))
             logger.error(
                 "batching worker restarted",
                 extra={"model": served.label, "restarts": served.restarts},
@@ -318,7 +317,11 @@ class ModelRegistry:
 
     def _retire(self, served: ServedModel) -> None:
         """Stop ``served`` once no request holds it (in the background)."""
-        task = asyncio.get_running_loop().create_task(self._drain_and_stop(served))
+        self._in_background(self._drain_and_stop(served))
+
+    def _in_background(self, stopping: Coroutine[Any, Any, None]) -> None:
+        """Run a stop as a task that :meth:`wait_retired` (and so :meth:`close`) awaits."""
+        task = asyncio.get_running_loop().create_task(stopping)
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 schema = schemathesis.openapi.from_path(REPO / "openapi.json")
 
 # With a key configured, the security the document declares is in force. (That a missing or
-# wrong key is refused is tested in test_app.py: schemathesis' own probe for it would carry
+# wrong key is refused is tested in test_routes.py: schemathesis' own probe for it would carry
 # the valid key sent with every request below.)
 KEY = "fuzzing-key-0123456789"
 

@@ -1,4 +1,4 @@
-"""service.intake: reading request bodies."""
+"""service.api.intake: reading request bodies."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""service.batcher: batching policy, answers routed to their requests, failures, lifecycle.
+"""service.inference.batcher: batching policy, answers routed to their requests, failures,
+lifecycle.
 
 Timing is controlled with events, not sleeps: ``HeldPredict`` blocks the inference thread
 on a ``threading.Event`` so a test can hold one batch in flight, queue more requests, and
