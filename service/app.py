@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from service import __doc__ as service_doc
-from service.api import health, models, page, predict
+from service.api import health, models, page, predict, read
 from service.http.admission import Admission, ConcurrencyLimit, MemoryBudget
 from service.http.context import RequestContext
 from service.http.fast_path import PredictFastPath
@@ -59,17 +59,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(predict.router)
+    app.include_router(read.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(page.router)
     install_error_handlers(app)
     install_openapi(app)
-    # Outermost last: RequestContext (arrival, id, log, metrics) -> CORS -> Admission -> fast
-    # path of POST /predict, or else FastAPI's routes.
+    # Outermost last: RequestContext (arrival, id, log, metrics) -> CORS -> Admission (of the
+    # routes that do the work: /predict, /read) -> fast path of POST /predict, or else
+    # FastAPI's routes.
     app.add_middleware(PredictFastPath)
     limit, memory = admission_for(settings)
     metrics.watch_admission(lambda: (limit.limit, limit.in_flight, memory.reserved))
-    app.add_middleware(Admission, limit=limit, memory=memory, routes=predict.router.routes)
+    work = [*predict.router.routes, *read.router.routes]
+    app.add_middleware(Admission, limit=limit, memory=memory, routes=work)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         default=40_000_000, ge=28 * 28, description="Width x height, checked from the header."
     )
     max_batch_files: int = Field(default=64, ge=1, description="Files per /predict/batch call.")
+    max_read_digits: int = Field(
+        default=32, ge=1, le=256, description="The most digits POST /read reads in one picture."
+    )
     uncertain_below: float = Field(
         default=0.9, ge=0.0, le=1.0, description="Confidence under which `uncertain` is true."
     )

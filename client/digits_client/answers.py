@@ -36,7 +36,40 @@ class Prediction(Answer):
     model: ModelRef
     timing_ms: Timing
     batch_size: int
+    #: Digit-sized groups of ink the service saw; over 1: the picture holds several digits,
+    #: and :meth:`~digits_client.DigitsClient.read` reads them all.
+    digits_seen: int = 1
     image: str | None = None
+
+
+class Box(Answer):
+    """Where a digit lies, in pixels of the image as sent (after its EXIF orientation)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class ReadDigit(Answer):
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    box: Box
+    image: str | None = None
+
+
+class Reading(Answer):
+    """A whole number read from one picture: its digits left to right, leading zeros kept."""
+
+    number: str
+    confidence: float
+    uncertain: bool
+    digits: list[ReadDigit]
+    model: ModelRef
+    timing_ms: Timing
+    batch_size: int
+    candidates: int | None = None
 
 
 class EnsemblePrediction(Answer):

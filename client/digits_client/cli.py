@@ -2,6 +2,7 @@
 
     digits predict seven.png scans/            # a table: file, digit, confidence, ...
     digits predict scans/ --model all --json   # JSON lines, every model's answer
+    digits read zip-code.jpg --length 5        # a whole number in each image
     digits models                              # what the service serves
 
 The service's address comes from ``--url``, else ``DIGITS_URL``, else http://127.0.0.1:8000;
@@ -16,11 +17,11 @@ import json
 import mimetypes
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from digits_client.answers import EnsemblePrediction, ModelInfo, Prediction
+from digits_client.answers import EnsemblePrediction, ModelInfo, Prediction, Reading
 from digits_client.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, DigitsClient, DigitsError
 
 EXIT_OK = 0
@@ -43,8 +44,12 @@ class FileOutcome:
     """What became of one file: an answer or an error."""
 
     file: str
-    answer: Prediction | EnsemblePrediction | None = None
+    answer: Prediction | EnsemblePrediction | Reading | None = None
     error: DigitsError | None = None
+
+
+#: Asks the service about one image's bytes.
+Ask = Callable[[bytes], Prediction | EnsemblePrediction | Reading]
 
 
 # ---- output ---------------------------------------------------------------------------------
@@ -114,37 +119,69 @@ def image_files(arguments: Sequence[str]) -> list[Path]:
 
 
 def predict_files(client: DigitsClient, files: Sequence[Path], args: argparse.Namespace) -> int:
-    outcomes: list[FileOutcome] = []
-    for file in files:
-        outcome = predict_file(client, file, args.model, args.version)
-        if args.json:
-            # One JSON object per line, as each file is answered: friendly to jq and to pipes.
-            write_line(outcome_json(outcome))
-        outcomes.append(outcome)
-    if not args.json:
-        for line in predictions_table(outcomes):
+    outcomes = [
+        predict_file(client, file, args.model, args.version, as_json=args.json) for file in files
+    ]
+    status = report(outcomes, predictions_table, as_json=args.json)
+    for outcome in outcomes:
+        if isinstance(outcome.answer, Prediction) and outcome.answer.digits_seen > 1:
+            write_problem(
+                f"{outcome.file}: {outcome.answer.digits_seen} digits seen, the largest was "
+                "read; `digits read` reads them all"
+            )
+    return status
+
+
+def predict_file(
+    client: DigitsClient,
+    file: Path,
+    model: str | None,
+    version: str | None,
+    *,
+    as_json: bool = False,
+) -> FileOutcome:
+    def ask(image: bytes) -> Prediction | EnsemblePrediction:
+        if model == ALL_MODELS:
+            return client.predict_all(image)
+        return client.predict(image, model=model, version=version)
+
+    return answer_file(file, ask, as_json=as_json)
+
+
+def answer_file(file: Path, ask: Ask, *, as_json: bool = False) -> FileOutcome:
+    """One file's answer, or its own error when the error concerns that file alone (any other
+    error stops the run). With ``as_json``, its JSON line is written as soon as it is known."""
+    try:
+        image = file.read_bytes()
+    except OSError as exc:
+        outcome = FileOutcome(str(file), error=DigitsError(None, "unreadable", exc.strerror or ""))
+    else:
+        try:
+            outcome = FileOutcome(str(file), answer=ask(image))
+        except DigitsError as exc:
+            if exc.status not in PER_FILE_STATUSES:
+                raise
+            outcome = FileOutcome(str(file), error=exc)
+    if as_json:
+        # One JSON object per line, as each file is answered: friendly to jq and to pipes.
+        write_line(outcome_json(outcome))
+    return outcome
+
+
+def report(
+    outcomes: Sequence[FileOutcome],
+    table: Callable[[Sequence[FileOutcome]], list[str]],
+    *,
+    as_json: bool,
+) -> int:
+    """The table (unless the JSON lines were written), the count of failures; the exit status."""
+    if not as_json:
+        for line in table(outcomes):
             write_line(line)
     failed = sum(o.error is not None for o in outcomes)
     if failed:
         write_problem(f"{failed} of {len(outcomes)} files could not be read")
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def predict_file(
-    client: DigitsClient, file: Path, model: str | None, version: str | None
-) -> FileOutcome:
-    try:
-        image = file.read_bytes()
-    except OSError as exc:
-        return FileOutcome(str(file), error=DigitsError(None, "unreadable", exc.strerror or ""))
-    try:
-        if model == ALL_MODELS:
-            return FileOutcome(str(file), answer=client.predict_all(image))
-        return FileOutcome(str(file), answer=client.predict(image, model=model, version=version))
-    except DigitsError as exc:
-        if exc.status not in PER_FILE_STATUSES:
-            raise
-        return FileOutcome(str(file), error=exc)
 
 
 def outcome_json(outcome: FileOutcome) -> str:
@@ -189,6 +226,47 @@ def _ensemble_cells(answer: EnsemblePrediction) -> list[str]:
         "yes" if doubtful else "no",
         f"all, {'agree' if answer.agree else 'disagree'} ({votes})",
     ]
+
+
+# ---- digits read ----------------------------------------------------------------------------
+
+
+def read_files(client: DigitsClient, files: Sequence[Path], args: argparse.Namespace) -> int:
+    def ask(image: bytes) -> Reading:
+        return client.read(image, model=args.model, version=args.version, length=args.length)
+
+    outcomes = [answer_file(file, ask, as_json=args.json) for file in files]
+    return report(outcomes, readings_table, as_json=args.json)
+
+
+def readings_table(outcomes: Sequence[FileOutcome]) -> list[str]:
+    rows: list[list[str]] = []
+    for outcome in outcomes:
+        answer = outcome.answer
+        if isinstance(answer, Reading):
+            rows.append(
+                [
+                    outcome.file,
+                    answer.number,
+                    percent(answer.confidence),
+                    "yes" if answer.uncertain else "no",
+                    f"{answer.model.name}/{answer.model.version}",
+                ]
+            )
+        elif outcome.error is not None:
+            rows.append([outcome.file, "error", f"{outcome.error.code}: {outcome.error.message}"])
+    return format_table(["FILE", "NUMBER", "CONFIDENCE", "UNCERTAIN", "MODEL"], rows)
+
+
+def digit_count(text: str) -> int:
+    """``--length``: a whole number of digits, 1 or more."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"not a number of digits (1 or more): {text!r}")
+    return count
 
 
 # ---- digits models --------------------------------------------------------------------------
@@ -261,6 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--version", help="model version (default: the newest)")
     predict.set_defaults(command_parser=predict)
+    read = commands.add_parser(
+        "read",
+        parents=[service],
+        help="read the whole number (a ZIP code, an amount) in each image",
+        description="Read the number written in each image file, digit by digit, left to "
+        "right; folders expand to their image files. With --json, one JSON object per file "
+        "and line.",
+    )
+    read.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    read.add_argument(
+        "--length",
+        type=digit_count,
+        metavar="N",
+        help="how many digits each number has, when known: the best reading with exactly N",
+    )
+    read.add_argument("--model", help="model name (default: the service's default)")
+    read.add_argument("--version", help="model version (default: the newest)")
+    read.set_defaults(command_parser=read)
     models = commands.add_parser(
         "models",
         parents=[service],
@@ -292,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.model == ALL_MODELS and args.version is not None:
                 raise UsageError(f"--version cannot be combined with --model {ALL_MODELS}")
             files = image_files(args.images)
+        elif args.command == "read":
+            files = image_files(args.images)
     except UsageError as exc:
         command_parser: argparse.ArgumentParser = args.command_parser
         command_parser.error(str(exc))  # exits with EXIT_USAGE
@@ -299,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with DigitsClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
             if args.command == "predict":
                 return predict_files(client, files, args)
+            if args.command == "read":
+                return read_files(client, files, args)
             return list_models(client, args)
     except DigitsError as exc:
         write_problem(explain_failure(exc, args.url))

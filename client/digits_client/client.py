@@ -29,6 +29,7 @@ from digits_client.answers import (
     ModelsResponse,
     Prediction,
     Readiness,
+    Reading,
     ReloadResponse,
 )
 
@@ -139,6 +140,22 @@ class DigitsClient:
         response = self._send("POST", "/predict/batch", params=params, files=files)
         return _parse(BatchPredictionResponse, response)
 
+    def read(
+        self,
+        image: ImageSource,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        length: int | None = None,
+        explain: bool = False,
+    ) -> Reading:
+        """A whole number written in one picture (a ZIP code, an amount), digit by digit, left
+        to right. ``length``: how many digits it has, when known; the service then answers its
+        best reading with exactly that many. ``explain=True`` adds each digit's 28x28 image."""
+        params = _params(model=model, version=version, length=length, explain=explain)
+        response = self._send("POST", "/read", params=params, **_raw_body(image))
+        return _parse(Reading, response)
+
     # ---- models and health ------------------------------------------------------------------
 
     def models(self) -> ModelsResponse:
@@ -180,13 +197,15 @@ class DigitsClient:
         return response
 
 
-def _params(**values: str | bool | None) -> dict[str, str]:
+def _params(**values: str | int | bool | None) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in values.items():
         if value is True:
             params[name] = "true"
         elif isinstance(value, str):
             params[name] = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            params[name] = str(value)
     return params
 
 

@@ -1,5 +1,6 @@
 """What the prediction routes share: a batch row -> the API's answer, every model's answers
--> the ensemble's, JSON out, and noticing a client that left while its request waited."""
+-> the ensemble's, JSON out, when the request arrived and which model answers it, and noticing
+a client that left while its request waited."""
 
 from __future__ import annotations
 
@@ -20,12 +21,26 @@ from service.errors import ClientGone
 from service.imaging import encode_png
 from service.inference.batcher import BatchResult
 from service.inference.registry import ServedModel
+from service.observability.logs import request_record
 
 T = TypeVar("T")
 
 #: A request still waiting for its answer this long starts watching for its client leaving.
 #: Shorter waits are cheaper to finish than to watch (a watcher is a task per request).
 WATCH_CLIENT_AFTER_S = 0.05
+
+
+def arrived_at(request: Request) -> float:
+    """When the edge received the request (``time.monotonic()``), else now."""
+    arrived: float | None = request.scope.get("state", {}).get("arrived_at")
+    return arrived if arrived is not None else time.monotonic()
+
+
+def record_model(request: Request, served: ServedModel) -> None:
+    """Name the model answering in the request's access-log record."""
+    record = request_record(request.scope)
+    record["model"] = served.card.name
+    record["version"] = served.card.version
 
 
 def json_response(body: BaseModel) -> Response:
@@ -40,6 +55,7 @@ def prediction(
     *,
     uncertain_below: float,
     received_at: float,
+    digits_seen: int = 1,
     image: np.ndarray | None = None,
 ) -> Prediction:
     """A batch row of probabilities -> the API's answer (``image``: the 28x28 the model saw,
@@ -59,6 +75,7 @@ def prediction(
             total=round((time.perf_counter() - received_at) * 1000.0, 3),
         ),
         batch_size=result.batch_size,
+        digits_seen=digits_seen,
         image=base64.b64encode(encode_png(image)).decode("ascii") if image is not None else None,
     )
 

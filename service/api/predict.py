@@ -7,12 +7,18 @@ import time
 from contextlib import ExitStack
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.answers import combine, json_response, prediction, unless_client_leaves
+from service.api.answers import (
+    arrived_at,
+    combine,
+    json_response,
+    prediction,
+    record_model,
+    unless_client_leaves,
+)
 from service.api.dependencies import Accepting, ApiKey, RuntimeDep
 from service.api.docs import ERRORS, IMAGE_BODY, MULTIPART_FILES_BODY
 from service.api.intake import image_from_request, uploads_from_multipart
@@ -24,6 +30,7 @@ from service.api.schemas import (
     Prediction,
 )
 from service.errors import BadImage, InvalidParameter, ServiceError, Unavailable
+from service.imaging import FoundDigit
 from service.inference import pipeline
 from service.inference.batcher import BatchResult
 from service.inference.registry import ServedModel
@@ -78,6 +85,9 @@ async def predict(
     confidence is under the service's threshold (`uncertain`: send it to a person), which model
     answered, and where the time went. With `model=all` every model answers and the reply says
     whether they agree.
+
+    One digit per picture: in a picture of several (a ZIP code, an amount) the largest is
+    answered, and `digits_seen` says how many there were. `POST /read` reads them all.
     """
     if query.model == ALL_MODELS:
         if query.version is not None:
@@ -91,14 +101,14 @@ async def _predict_one(request: Request, runtime: Runtime, query: PredictQuery) 
     received_at = time.perf_counter()
     deadline = pipeline.deadline_for(runtime, arrived_at(request))
     with runtime.registry.lease(query.model, query.version) as served:
-        _record_model(request, served)
+        record_model(request, served)
         data = await image_from_request(request, runtime.settings.max_body_bytes)
-        image = await pipeline.decode(runtime, data)
+        found = await pipeline.decode(runtime, data)
         result = await unless_client_leaves(
-            request, served.batcher.enqueue(image, deadline=deadline)
+            request, served.batcher.enqueue(found.image, deadline=deadline)
         )
         request_record(request.scope)["batch_size"] = result.batch_size
-        return _answer(runtime, served, result, received_at, image if query.explain else None)
+        return _answer(runtime, served, result, received_at, found, query.explain)
 
 
 async def _predict_all(request: Request, runtime: Runtime, explain: bool) -> EnsemblePrediction:
@@ -111,15 +121,14 @@ async def _predict_all(request: Request, runtime: Runtime, explain: bool) -> Ens
         models = [leases.enter_context(runtime.registry.lease(n, None)) for n in names]
         request_record(request.scope)["model"] = ALL_MODELS
         data = await image_from_request(request, runtime.settings.max_body_bytes)
-        image = await pipeline.decode(runtime, data)
+        found = await pipeline.decode(runtime, data)
         results = await unless_client_leaves(
             request,
-            asyncio.gather(*(m.batcher.enqueue(image, deadline=deadline) for m in models)),
+            asyncio.gather(*(m.batcher.enqueue(found.image, deadline=deadline) for m in models)),
         )
-        shown = image if explain else None
         return combine(
             [
-                _answer(runtime, m, r, received_at, shown)
+                _answer(runtime, m, r, received_at, found, explain)
                 for m, r in zip(models, results, strict=True)
             ]
         )
@@ -152,7 +161,7 @@ async def predict_batch(
     deadline = pipeline.deadline_for(runtime, arrived_at(request))
     settings = runtime.settings
     with runtime.registry.lease(model, version) as served:
-        _record_model(request, served)
+        record_model(request, served)
         uploads = await uploads_from_multipart(
             request, settings.max_body_bytes, field="files", max_files=settings.max_batch_files
         )
@@ -162,9 +171,9 @@ async def predict_batch(
         async def one(data: bytes) -> Prediction:
             if not data:
                 raise BadImage("the image is empty", code="empty_body")
-            image = await pipeline.decode(runtime, data)
-            result = await served.batcher.enqueue(image, deadline=deadline)
-            return _answer(runtime, served, result, received_at, image if explain else None)
+            found = await pipeline.decode(runtime, data)
+            result = await served.batcher.enqueue(found.image, deadline=deadline)
+            return _answer(runtime, served, result, received_at, found, explain)
 
         outcomes = await unless_client_leaves(
             request,
@@ -187,25 +196,18 @@ def _answer(
     served: ServedModel,
     result: BatchResult,
     received_at: float,
-    image: np.ndarray | None,
+    found: FoundDigit,
+    explain: bool,
 ) -> Prediction:
     """A batch row -> the answer, with the service's uncertainty threshold."""
-    uncertain_below = runtime.settings.uncertain_below
     return prediction(
-        served, result, uncertain_below=uncertain_below, received_at=received_at, image=image
+        served,
+        result,
+        uncertain_below=runtime.settings.uncertain_below,
+        received_at=received_at,
+        digits_seen=found.digits_seen,
+        image=found.image if explain else None,
     )
-
-
-def arrived_at(request: Request) -> float:
-    """When the edge received the request (``time.monotonic()``), else now."""
-    arrived: float | None = request.scope.get("state", {}).get("arrived_at")
-    return arrived if arrived is not None else time.monotonic()
-
-
-def _record_model(request: Request, served: ServedModel) -> None:
-    record = request_record(request.scope)
-    record["model"] = served.card.name
-    record["version"] = served.card.version
 
 
 def _detail(error: ServiceError) -> ErrorDetail:

@@ -19,7 +19,8 @@ class ErrorDetail(_Body):
     status: int = Field(description="The HTTP status, repeated for clients that lose it.")
     code: str = Field(
         description="Stable machine-readable reason. 400: empty_body, empty_image, "
-        "not_an_image, corrupt_image, no_digit, bad_json, bad_base64, bad_multipart, no_file; "
+        "not_an_image, corrupt_image, no_digit, too_many_digits, bad_json, bad_base64, "
+        "bad_multipart, no_file; "
         "401: unauthorized; 403: admin_disabled; 404: not_found; 405: method_not_allowed; "
         "413: payload_too_large, image_too_large; 415: unsupported_media_type; "
         "422: invalid_parameter; 500: inference_failed, internal_error; 503: overloaded, "
@@ -96,9 +97,93 @@ class Prediction(_Body):
     model: ModelRef
     timing_ms: Timing
     batch_size: int = Field(ge=1, description="How many images shared the forward pass.")
+    digits_seen: int = Field(
+        default=1,
+        ge=1,
+        description="Digit-sized groups of ink in the picture. This route answers one digit "
+        "(the largest); over 1 means the picture holds several: POST /read reads them all.",
+    )
     image: str | None = Field(
         default=None,
         description="With ?explain=true: the 28x28 image the model saw, as base64 PNG.",
+    )
+
+
+class Box(_Body):
+    """Where a digit lies, in pixels of the image as sent (after its EXIF orientation)."""
+
+    x: int = Field(ge=0, description="Left edge.")
+    y: int = Field(ge=0, description="Top edge.")
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
+class ReadDigit(_Body):
+    """One digit of a reading."""
+
+    digit: int = Field(ge=0, le=9)
+    confidence: float = Field(ge=0.0, le=1.0, description="Calibrated probability of `digit`.")
+    probabilities: list[float] = Field(min_length=10, max_length=10)
+    box: Box
+    image: str | None = Field(
+        default=None,
+        description="With ?explain=true: the 28x28 image the model saw, as base64 PNG.",
+    )
+
+
+class Reading(_Body):
+    """A whole number read from one picture (``POST /read``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "number": "02134",
+                    "confidence": 0.97,
+                    "uncertain": False,
+                    "digits": [
+                        {
+                            "digit": 0,
+                            "confidence": 0.998,
+                            "probabilities": [0.998, *([0.0002] * 9)],
+                            "box": {"x": 12, "y": 30, "width": 41, "height": 66},
+                        }
+                    ],
+                    "model": {"name": "default", "version": "1"},
+                    "timing_ms": {"queue": 0.1, "inference": 1.9, "total": 6.2},
+                    "batch_size": 7,
+                    "candidates": 7,
+                }
+            ]
+        },
+    )
+
+    number: str = Field(
+        pattern="^[0-9]+$",
+        description="The digits left to right, as a string (leading zeros kept).",
+        examples=["02134"],
+    )
+    confidence: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="How far to trust the whole reading: the lower of its weakest digit's "
+        "confidence and the confidence of its most doubtful segmentation choice (the chosen "
+        "split of the ink into digits against the best different split, scored by the model).",
+    )
+    uncertain: bool = Field(
+        description="True when confidence is below the service's threshold: route to a person."
+    )
+    digits: list[ReadDigit] = Field(description="One entry per digit, left to right.")
+    model: ModelRef
+    timing_ms: Timing
+    batch_size: int = Field(
+        ge=1, description="How many images shared the forward pass (this reading's and others')."
+    )
+    candidates: int = Field(
+        ge=1,
+        description="How many candidate digit images this reading sent to the model (digits "
+        "and the alternative splits weighed against them), all in one forward pass.",
     )
 
 

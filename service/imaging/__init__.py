@@ -17,28 +17,30 @@ preprocess at once.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import BadImage
 from service.imaging import decode as decoding
-from service.imaging.clean import (
-    UNIT,
-    cell_grid,
-    ink_on_black,
-    inverted,
-    normalise_contrast,
-)
-from service.imaging.components import crop_to_ink
+from service.imaging.clean import UNIT, strokes_of
+from service.imaging.components import crop_and_count
 from service.imaging.decode import Grey
 from service.imaging.encode import encode_png
 from service.imaging.formats import ALLOWED_FORMATS
 from service.imaging.layout import is_mnist_layout, mnist_layout
 
-__all__ = ["ALLOWED_FORMATS", "encode_png", "preprocess", "to_mnist"]
+__all__ = ["ALLOWED_FORMATS", "FoundDigit", "encode_png", "find_digit", "preprocess", "to_mnist"]
 
 FloatArray = NDArray[np.float32]
+
+
+class FoundDigit(NamedTuple):
+    """The digit a picture holds, as the networks were trained on it."""
+
+    image: FloatArray  # (28, 28) float32 in [0, 1], white ink on black
+    digits_seen: int  # digit-sized groups of ink in the picture (over 1: a number)
 
 
 def preprocess(data: bytes, *, max_pixels: int) -> FloatArray:
@@ -47,7 +49,12 @@ def preprocess(data: bytes, *, max_pixels: int) -> FloatArray:
     Raises the :mod:`service.imaging.decode` errors for bytes that are no readable image,
     and ``BadImage`` (``no_digit``) when nothing stands out from the background.
     """
-    return to_mnist(decoding.decode(data, max_pixels=max_pixels).grey)
+    return find_digit(data, max_pixels=max_pixels).image
+
+
+def find_digit(data: bytes, *, max_pixels: int) -> FoundDigit:
+    """:func:`preprocess`, with how many digits the picture seemed to hold."""
+    return _found(decoding.decode(data, max_pixels=max_pixels).grey)
 
 
 def to_mnist(grey: Grey) -> FloatArray:
@@ -57,18 +64,12 @@ def to_mnist(grey: Grey) -> FloatArray:
     the cleaning steps would only blur it, and cost every model accuracy (default 99.5 ->
     99.1 % on 1,000 test digits).
     """
+    return _found(grey).image
+
+
+def _found(grey: Grey) -> FoundDigit:
     if is_mnist_layout(grey):
         digit: FloatArray = cv2.LUT(grey, UNIT)
-        return digit
-    grid = cell_grid(grey)
-    ink, flipped = ink_on_black(grey, grid)
-    ink_grid = inverted(grid) if flipped else grid
-    try:
-        crop = crop_to_ink(normalise_contrast(ink, ink_grid))  # (h, w), background exactly 0
-    except BadImage as exc:
-        if exc.code != "no_digit":
-            raise
-        # The background was mistaken (a small note on a large table is mostly table): look
-        # for the digit the other way round before giving up.
-        crop = crop_to_ink(normalise_contrast(np.float32(1.0) - ink, inverted(ink_grid)))
-    return mnist_layout(crop)
+        return FoundDigit(digit, 1)
+    crop, seen = strokes_of(grey, crop_and_count)  # (h, w), background exactly 0
+    return FoundDigit(mnist_layout(crop), seen)

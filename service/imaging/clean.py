@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import cv2
 import numpy as np
@@ -29,6 +30,7 @@ from service.errors import BadImage
 from service.imaging.decode import Grey
 
 FloatArray = NDArray[np.float32]
+T = TypeVar("T")
 
 #: Pictures at least this large on both sides have their background found by openings
 #: (smaller ones are canvases, scans and MNIST-sized images: no shadows to follow).
@@ -97,6 +99,24 @@ def cell_grid(image: Grey) -> CellGrid | None:
     if image.dtype == np.uint8:
         medians *= np.float32(1.0 / 255.0)
     return CellGrid(medians, cell)
+
+
+def strokes_of(grey: Grey, find: Callable[[FloatArray], T]) -> T:
+    """``find`` (which raises ``no_digit`` when it finds nothing) applied to the strokes of
+    ``grey``: ink on black, the background flattened and zeroed, the pen at 1.
+
+    When it finds nothing, the background was mistaken (a small note on a large table is
+    mostly table): the strokes are looked for the other way round before giving up.
+    """
+    grid = cell_grid(grey)
+    ink, flipped = ink_on_black(grey, grid)
+    ink_grid = inverted(grid) if flipped else grid
+    try:
+        return find(normalise_contrast(ink, ink_grid))  # background exactly 0
+    except BadImage as exc:
+        if exc.code != "no_digit":
+            raise
+    return find(normalise_contrast(np.float32(1.0) - ink, inverted(ink_grid)))
 
 
 def inverted(grid: CellGrid | None) -> CellGrid | None:
@@ -242,14 +262,23 @@ class Lighting:
         # extrapolates a lighting gradient sensibly; then refit the quadratic to every cell
         # that fits.
         keep = medians[:, 0] <= median(medians)
-        terms, previous_terms = 3, 0
+        # Terms the grid can tell apart: a quadratic along an axis needs three cells along it
+        # (a strip two cells tall has v² = 1/4 in both rows, and its fit would be anything).
+        plane = [0] + ([1] if cols >= 2 else []) + ([2] if rows >= 2 else [])
+        quadratic = plane + [
+            term
+            for term, fits in ((3, cols >= 3), (4, rows >= 3 and cols >= 3), (5, rows >= 3))
+            if fits
+        ]
+        terms: list[int] = plane
+        previous_terms: list[int] = []
         coef = np.zeros((6, 1), dtype=np.float32)
         for _ in range(4):
-            if np.count_nonzero(keep) < 2 * terms:
+            if np.count_nonzero(keep) < 2 * len(terms):
                 break
             coef = np.zeros((6, 1), dtype=np.float32)
-            coef[:terms] = _least_squares(design[keep, :terms], medians[keep])
-            terms = 6
+            coef[terms] = _least_squares(design[keep][:, terms], medians[keep])
+            terms = quadratic
             residual = (medians - design @ coef)[:, 0]
             scale = _MAD_TO_SIGMA * median(np.abs(residual[keep])) + 1e-3
             refit = residual < 2.5 * scale  # ink-covered cells are bright outliers

@@ -159,10 +159,42 @@ def digit_components(found: Components) -> NDArray[np.bool_]:
         keep |= near
 
 
+#: A component counts as a digit seen when it is at least this tall and this heavy, as
+#: fractions of the tallest and the heaviest component's.
+_SEEN_HEIGHT: Final = 0.5
+_SEEN_MASS: Final = 0.15
+
+
 def crop_to_ink(ink: FloatArray) -> FloatArray:
     """The digit's bounding box out of ``ink``, with specks and clutter inside it zeroed."""
+    return crop_and_count(ink)[0]
+
+
+def crop_and_count(ink: FloatArray) -> tuple[FloatArray, int]:
+    """:func:`crop_to_ink`, and how many digit-sized groups of ink the picture holds: the
+    components off the edges at least half as tall as the tallest and with a sixth or so of
+    the heaviest one's ink (at least 1). A picture of a number still yields one digit, and
+    says that it saw more."""
     found = components(ink)
     keep = digit_components(found)
+    return _crop(ink, found, keep), max(1, _digits_seen(found))
+
+
+def _digits_seen(found: Components) -> int:
+    inner = ~found.edge
+    inner[0] = False
+    if not inner.any():
+        return 1
+    heights = found.bottom - found.top + 1
+    seen = (
+        inner
+        & (heights >= _SEEN_HEIGHT * heights[inner].max())
+        & (found.mass >= _SEEN_MASS * found.mass[inner].max())
+    )
+    return int(np.count_nonzero(seen))
+
+
+def _crop(ink: FloatArray, found: Components, keep: NDArray[np.bool_]) -> FloatArray:
     factor, (origin_row, origin_col) = found.factor, found.origin
     top, bottom = int(found.top[keep].min()), int(found.bottom[keep].max()) + 1  # cells
     left, right = int(found.left[keep].min()), int(found.right[keep].max()) + 1

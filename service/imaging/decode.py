@@ -108,8 +108,9 @@ class Picture:
     scale: float
 
 
-def decode(data: bytes, *, max_pixels: int) -> Picture:
-    """Decode client bytes (first frame of an animation) into a :class:`Picture`.
+def decode(data: bytes, *, max_pixels: int, work_pixels: int = WORK_PIXELS) -> Picture:
+    """Decode client bytes (first frame of an animation) into a :class:`Picture` of about
+    ``work_pixels`` at most (reading a whole number wants more than one digit does).
 
     - ``BadImage`` (400): empty body (``empty_image``); bytes that are not a raster image we
       recognise (``not_an_image``); an accepted format that is truncated, corrupt or
@@ -122,13 +123,13 @@ def decode(data: bytes, *, max_pixels: int) -> Picture:
         raise BadImage("the request body is empty: send the image's bytes", code="empty_image")
     image_format = sniff(data)
     header = read_header(data, image_format, max_pixels=max_pixels)
-    pixels = _decode_with_opencv(data, image_format, header)
+    pixels = _decode_with_opencv(data, image_format, header, work_pixels)
     if pixels is None:
         pixels = pixels_from_pillow(header)
     if pixels.ndim == 3 and pixels.shape[2] == 4:
-        grey = _reduce(to_grey(pixels))  # transparency is flattened before averaging
+        grey = _reduce(to_grey(pixels), work_pixels)  # transparency flattened before averaging
     else:
-        grey = to_grey(_reduce(pixels))  # colour averaged first: less to convert
+        grey = to_grey(_reduce(pixels, work_pixels))  # colour averaged first: less to convert
     grey = _upright(grey, _orientation(data, header))
     return Picture(grey=grey, scale=max(header.size) / max(grey.shape))
 
@@ -162,7 +163,7 @@ def _corrupt(name: str, exc: BaseException) -> BadImage:
 
 
 def _decode_with_opencv(
-    data: bytes, image_format: ImageFormat, header: Image.Image
+    data: bytes, image_format: ImageFormat, header: Image.Image, work_pixels: int
 ) -> Pixels | None:
     """OpenCV's decoding of ``data``, or ``None`` where Pillow is to decode it instead."""
     if image_format.name == "TIFF":  # TIFF's many sample formats are Pillow's strength
@@ -173,7 +174,8 @@ def _decode_with_opencv(
         return None  # a transparent colour in a grey/RGB PNG: OpenCV drops it
     flags = cv2.IMREAD_IGNORE_ORIENTATION  # the orientation is applied after reducing
     if image_format.name == "JPEG":
-        flags |= _JPEG_REDUCED.get(_jpeg_reduction(header.size), cv2.IMREAD_GRAYSCALE)
+        reduction = _jpeg_reduction(header.size, work_pixels)
+        flags |= _JPEG_REDUCED.get(reduction, cv2.IMREAD_GRAYSCALE)
     elif header.mode in _GREY_SAFE_MODES and "transparency" not in header.info:
         flags |= cv2.IMREAD_GRAYSCALE
     else:
@@ -201,11 +203,13 @@ def _ends_with_iend(data: bytes) -> bool:
     return data.rfind(b"IEND", max(0, len(data) - 64)) >= 0
 
 
-def _jpeg_reduction(size: tuple[int, int]) -> int:
-    """The largest DCT scale denominator keeping both sides at least :data:`JPEG_MIN_SIDE`."""
+def _jpeg_reduction(size: tuple[int, int], work_pixels: int = WORK_PIXELS) -> int:
+    """The largest DCT scale denominator keeping both sides at least :data:`JPEG_MIN_SIDE`
+    (scaled with the working size's side)."""
     shorter = min(size)
+    min_side = JPEG_MIN_SIDE * math.sqrt(work_pixels / WORK_PIXELS)
     reduction = 1
-    while reduction < 8 and shorter // (reduction * 2) >= JPEG_MIN_SIDE:
+    while reduction < 8 and shorter // (reduction * 2) >= min_side:
         reduction *= 2
     return reduction
 
@@ -258,12 +262,12 @@ def _scale_deep_grey(values: NDArray[np.generic], mode: str) -> FloatArray:
     return scaled
 
 
-def _reduce(pixels: Reducible) -> Reducible:
-    """Area-average down to about :data:`WORK_PIXELS` (anti-aliased); small ones as they are."""
+def _reduce(pixels: Reducible, work_pixels: int) -> Reducible:
+    """Area-average down to about ``work_pixels`` (anti-aliased); small ones as they are."""
     height, width = pixels.shape[:2]
-    if height * width <= WORK_PIXELS:
+    if height * width <= work_pixels:
         return pixels
-    scale = math.sqrt(WORK_PIXELS / (height * width))
+    scale = math.sqrt(work_pixels / (height * width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     reduced: Reducible = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
     return reduced

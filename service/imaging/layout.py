@@ -59,9 +59,15 @@ def is_mnist_layout(grey: NDArray[np.generic]) -> bool:
     return bool(abs(centre_row - MNIST_CENTRE) <= 1.0 and abs(centre_col - MNIST_CENTRE) <= 1.0)
 
 
-def mnist_layout(crop: FloatArray) -> FloatArray:
-    """The digit's crop (bright on black) -> float32 ``(28, 28)`` in [0, 1], MNIST-style."""
-    return centre_by_mass(fit_20px(thicken_thin_strokes(crop)))
+def mnist_layout(crop: FloatArray, *, strokes_checked: bool = False) -> FloatArray:
+    """The digit's crop (bright on black) -> float32 ``(28, 28)`` in [0, 1], MNIST-style.
+
+    ``strokes_checked``: the crop comes from a picture :func:`thicken_at_digit_scale` has
+    already seen to (a number's digits share one pen: measured once, not per digit).
+    """
+    if not strokes_checked:
+        crop = thicken_thin_strokes(crop)
+    return centre_by_mass(fit_20px(crop))
 
 
 def thicken_thin_strokes(digit: FloatArray) -> FloatArray:
@@ -76,6 +82,23 @@ def thicken_thin_strokes(digit: FloatArray) -> FloatArray:
     working = _lanczos(digit, 2 * DIGIT_BOX)  # (h, w), max(h, w) == 40
     if stroke_width(working) / 2 >= _THIN_STROKE:
         return digit
+    return _thickened(working)
+
+
+#: The digit height (px) at which :func:`thicken_at_digit_scale` wants a number's picture.
+DIGIT_SCALE: Final = 2 * DIGIT_BOX
+
+
+def thicken_at_digit_scale(picture: FloatArray) -> FloatArray:
+    """:func:`thicken_thin_strokes` for a picture of several digits already scaled so that a
+    digit is about :data:`DIGIT_SCALE` px tall: the pen measured once, for all of them."""
+    if stroke_width(picture) / 2 >= _THIN_STROKE:
+        return picture
+    return _thickened(picture.copy())
+
+
+def _thickened(working: FloatArray) -> FloatArray:
+    """``working`` (at the 40 px scale) dilated to about ``_TARGET_STROKE``."""
     working *= np.float32(1.0 / max(float(working.max()), 1e-6))  # a faint hairline dilates too
     best, best_error = working, math.inf
     for radius in (1, 2, 3):  # each radius px at 40 px adds about 1 px at 20 px

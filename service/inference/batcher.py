@@ -28,6 +28,10 @@ next batch is already waiting in the queue when the thread becomes free (pipelin
 
 Items are numpy ``float32`` arrays of shape ``(28, 28)``, already preprocessed;
 ``(1, 28, 28)`` is accepted too, since that is how one image looks inside the model's input.
+``enqueue_rows`` queues several images of one request (a reading's candidate digits) as one
+item of ``k`` rows: they go into the same forward pass, and the request gets its ``(k, C)``
+rows back. A batch holds at most ``max_batch_size`` rows; an item of more rows than that runs
+alone, in forward passes of ``max_batch_size``.
 
 This module is longer than the house's ~300 lines because it is one state machine (queue,
 worker, inference thread, failure paths) whose parts share the same few fields; split across
@@ -74,13 +78,14 @@ class BatchResult:
     """What one request gets back."""
 
     output: npt.NDArray[np.float32]
-    """``(C,)``: this request's row of the model's output, on the CPU."""
+    """``(C,)``: this request's row of the model's output, on the CPU (``(k, C)``: its rows,
+    for ``enqueue_rows``)."""
     queue_ms: float
     """From ``enqueue`` until its batch was handed to the inference thread."""
     inference_ms: float
     """Time of its batch in the inference thread (copy in, forward, copy out)."""
     batch_size: int
-    """Number of requests in the forward pass that answered it."""
+    """Number of images (rows) in the forward pass that answered it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ class BatchReport:
     """
 
     batch_size: int
-    """Requests sent to the model (after dropping expired and cancelled ones)."""
+    """Images (rows) sent to the model, after dropping expired and cancelled requests."""
     queue_wait_s: tuple[float, ...]
     """Per request sent to the model: seconds from ``enqueue`` to the start of inference."""
     inference_s: float
@@ -106,7 +111,9 @@ class BatchReport:
 
 @dataclass(slots=True, eq=False)
 class _Request:
-    item: npt.NDArray[np.float32]  # (28, 28)
+    item: npt.NDArray[np.float32]  # (28, 28); (rows, 28, 28) when not single
+    rows: int  # images in item
+    single: bool  # enqueued by enqueue(): answered with its one row, (C,)
     future: asyncio.Future[BatchResult]
     enqueued_at: float  # time.monotonic()
     deadline: float | None  # time.monotonic() value
@@ -189,6 +196,7 @@ class Batcher:
         self._host_batch_np: npt.NDArray[np.float32] = self._host_batch.numpy()
 
         self._queue: deque[_Request] = deque()
+        self._queued_rows = 0  # images in the queue (a request of enqueue_rows holds several)
         self._not_empty = asyncio.Event()
         self._full = asyncio.Event()
         self._in_flight: list[_Request] = []
@@ -299,6 +307,31 @@ class Batcher:
         ``DeadlineExceeded`` (deadline already passed), ``ValueError`` (not a float32
         ``(28, 28)`` array: a bug in the caller, not bad client input).
         """
+        return self._queued(_checked_item(item), 1, True, deadline)
+
+    def enqueue_rows(
+        self, items: npt.NDArray[np.float32], *, deadline: float | None = None
+    ) -> asyncio.Future[BatchResult]:
+        """Queue ``(k, 28, 28)`` images of one request, to be run in one forward pass (unless
+        ``k`` exceeds ``max_batch_size``); the :class:`BatchResult`'s output is ``(k, C)``.
+
+        Raises as :meth:`enqueue` does; ``ValueError`` for anything but float32
+        ``(k, 28, 28)`` with ``k >= 1``.
+        """
+        if (
+            not isinstance(items, np.ndarray)
+            or items.dtype != np.float32
+            or items.ndim != 3
+            or items.shape[1:] != ITEM_SHAPE
+            or items.shape[0] < 1
+        ):
+            shape = items.shape if isinstance(items, np.ndarray) else type(items).__name__
+            raise ValueError(f"enqueue_rows takes float32 (k, 28, 28) arrays, got {shape}")
+        return self._queued(items, int(items.shape[0]), False, deadline)
+
+    def _queued(
+        self, item: npt.NDArray[np.float32], rows: int, single: bool, deadline: float | None
+    ) -> asyncio.Future[BatchResult]:
         if not self._accepting:
             raise self._not_accepting_error()
         if len(self._queue) >= self._queue_size:
@@ -308,14 +341,16 @@ class Batcher:
                 code="overloaded",
                 retry_after_s=self._retry_after_s(),
             )
-        item = _checked_item(item)
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             raise _deadline_exceeded(self._name)
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(item, future, now, deadline, request_id_var.get()))
+        self._queue.append(
+            _Request(item, rows, single, future, now, deadline, request_id_var.get())
+        )
+        self._queued_rows += rows
         self._not_empty.set()
-        if len(self._queue) >= self._max_batch_size:
+        if self._queued_rows >= self._max_batch_size:
             self._full.set()
         return future
 
@@ -379,10 +414,13 @@ class Batcher:
             await self._wait_for_more(queue[0].enqueued_at)
 
         live: list[_Request] = []
-        expired = cancelled = 0
+        rows = expired = cancelled = 0
         now = time.monotonic()
-        while queue and len(live) < self._max_batch_size:
+        while queue and rows < self._max_batch_size:
+            if rows and rows + queue[0].rows > self._max_batch_size:
+                break  # a request's rows share one pass: it waits for the next batch
             request = queue.popleft()
+            self._queued_rows -= request.rows
             future = request.future
             if future.done():  # the caller has gone
                 cancelled += 1
@@ -391,12 +429,13 @@ class Batcher:
                 expired += 1
             else:
                 live.append(request)
+                rows += request.rows
         return live, expired, cancelled
 
     async def _wait_for_more(self, first_enqueued_at: float) -> None:
         """Until the queue holds a full batch, or ``max_wait`` after the first arrival."""
         remaining_s = first_enqueued_at + self._max_wait_s - time.monotonic()
-        if remaining_s <= 0 or len(self._queue) >= self._max_batch_size:
+        if remaining_s <= 0 or self._queued_rows >= self._max_batch_size:
             return
         self._full.clear()
         try:
@@ -407,67 +446,61 @@ class Batcher:
 
     async def _process(self, batch: list[_Request], expired: int, cancelled: int) -> None:
         """Run one collected batch in the inference thread and answer its requests."""
-        size = len(batch)
+        rows = sum(request.rows for request in batch)
         started = time.monotonic()
         queue_wait_s = tuple(started - request.enqueued_at for request in batch)
         inference_s = 0.0
         failed = 0
-        if size:
+        if batch:
             self._in_flight = batch
-            items = [request.item for request in batch]
             try:
-                if size == 1 and self._lone_on_loop:
-                    segments, inference_s = self._predict_batch(items)
+                if rows == 1 and self._lone_on_loop:
+                    segments, inference_s = self._predict_batch(batch, rows)
                 else:
                     segments, inference_s = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, self._predict_batch, items
+                        self._executor, self._predict_batch, batch, rows
                     )
             except Exception as exc:
                 # One log line per batch, not per request; the cause stays chained.
                 logger.error(
                     "batcher %s: inference failed for a batch of %d",
                     self._name,
-                    size,
+                    rows,
                     exc_info=exc,
                     extra={"request_ids": self._request_ids(batch)},
                 )
-                segments = [_Segment(0, size, exc)]
-            failed = self._unbatch(batch, segments, queue_wait_s, inference_s)
+                segments = [_Segment(0, rows, exc)]
+            failed = self._unbatch(batch, rows, segments, queue_wait_s, inference_s)
             self._in_flight = []
             self._batch_seconds += _BATCH_TIME_SMOOTHING * (inference_s - self._batch_seconds)
-        self._report(BatchReport(size, queue_wait_s, inference_s, expired, cancelled, failed))
+        self._report(BatchReport(rows, queue_wait_s, inference_s, expired, cancelled, failed))
 
     def _unbatch(
         self,
         batch: list[_Request],
+        rows: int,
         segments: list[_Segment],
         queue_wait_s: tuple[float, ...],
         inference_s: float,
     ) -> int:
-        """Give each request its row of the output; returns how many requests failed."""
-        size = len(batch)
+        """Give each request its rows of the output; returns how many requests failed."""
         inference_ms = inference_s * 1000.0
         failed = 0
-        for segment in segments:
-            outcome = segment.outcome
+        start = 0
+        for index, request in enumerate(batch):
+            stop = start + request.rows
+            outcome = _rows_of(segments, start, stop)
+            start = stop
+            future = request.future
             if isinstance(outcome, BaseException):
-                failed += segment.stop - segment.start
-                for index in range(segment.start, segment.stop):
-                    future = batch[index].future
-                    if not future.done():
-                        future.set_exception(_inference_failed(self._name, size, outcome))
-                continue
-            for index in range(segment.start, segment.stop):
-                future = batch[index].future
-                if not future.done():  # cancelled while in flight
-                    future.set_result(
-                        BatchResult(
-                            outcome[index - segment.start],
-                            queue_wait_s[index] * 1000.0,
-                            inference_ms,
-                            size,
-                        )
-                    )
+                failed += 1
+                if not future.done():
+                    future.set_exception(_inference_failed(self._name, rows, outcome))
+            elif not future.done():  # cancelled while in flight
+                output = outcome[0] if request.single else outcome
+                future.set_result(
+                    BatchResult(output, queue_wait_s[index] * 1000.0, inference_ms, rows)
+                )
         return failed
 
     def _report(self, report: BatchReport) -> None:
@@ -480,18 +513,38 @@ class Batcher:
 
     # -- inference thread: batch -> predict --------------------------------------------------
 
-    def _predict_batch(self, items: list[npt.NDArray[np.float32]]) -> tuple[list[_Segment], float]:
-        """In the inference thread (or, for a lone request with ``lone_on_loop``, on the
-        loop): assemble, run and copy back one batch; with its seconds."""
+    def _predict_batch(self, batch: list[_Request], rows: int) -> tuple[list[_Segment], float]:
+        """In the inference thread (or, for a lone image with ``lone_on_loop``, on the loop):
+        assemble, run and copy back one batch of ``rows`` images; with its seconds."""
         started = time.perf_counter()
-        size = len(items)
-        np.stack(items, out=self._host_batch_np[:size, 0])  # (n, 28, 28) view of (n, 1, 28, 28)
+        host = self._host_batch_np  # (max_batch_size, 1, 28, 28)
+        if rows == len(batch):  # single images only: the hot path
+            np.stack([request.item for request in batch], out=host[:rows, 0])
+        elif rows <= self._max_batch_size:
+            offset = 0
+            for request in batch:
+                host[offset : offset + request.rows, 0] = request.item.reshape(-1, *ITEM_SHAPE)
+                offset += request.rows
+        else:  # one request of more rows than a batch: forward passes of a batch each
+            return self._predict_in_passes(batch[0].item), time.perf_counter() - started
         # From pinned memory this copy is asynchronous; the copy back to the CPU in
         # _forward waits for it, so the buffer is free again when this function returns.
-        inputs = self._host_batch[:size].to(self._device, non_blocking=True)  # (n, 1, 28, 28)
+        inputs = self._host_batch[:rows].to(self._device, non_blocking=True)  # (n, 1, 28, 28)
         with torch.inference_mode():
             segments = self._forward_splitting_on_oom(inputs, 0)
         return segments, time.perf_counter() - started
+
+    def _predict_in_passes(self, items: npt.NDArray[np.float32]) -> list[_Segment]:
+        """``(k, 28, 28)`` with ``k > max_batch_size``, a batch's worth at a time."""
+        segments: list[_Segment] = []
+        for offset in range(0, items.shape[0], self._max_batch_size):
+            chunk = items[offset : offset + self._max_batch_size]
+            size = chunk.shape[0]
+            self._host_batch_np[:size, 0] = chunk
+            inputs = self._host_batch[:size].to(self._device, non_blocking=True)
+            with torch.inference_mode():
+                segments += self._forward_splitting_on_oom(inputs, offset)
+        return segments
 
     def _forward_splitting_on_oom(self, inputs: torch.Tensor, offset: int) -> list[_Segment]:
         """Forward ``inputs`` (rows ``offset...``); on out-of-memory retry each half."""
@@ -555,6 +608,7 @@ class Batcher:
             future = self._queue.popleft().future
             if not future.done():
                 future.set_exception(error(self._name))
+        self._queued_rows = 0
 
     def _fail_in_flight(self, error: _ErrorForModel) -> None:
         for request in self._in_flight:
@@ -588,6 +642,24 @@ def _inference_failed(name: str, size: int, cause: BaseException) -> InferenceFa
     failure = InferenceFailed(message)
     failure.__cause__ = cause
     return failure
+
+
+def _rows_of(
+    segments: list[_Segment], start: int, stop: int
+) -> npt.NDArray[np.float32] | BaseException:
+    """Rows ``[start, stop)`` of a batch's output, or the error that failed any of them."""
+    if len(segments) == 1:  # the whole batch in one outcome: the usual case
+        outcome = segments[0].outcome
+        return outcome if isinstance(outcome, BaseException) else outcome[start:stop]
+    parts: list[npt.NDArray[np.float32]] = []
+    for segment in segments:
+        if segment.stop <= start or segment.start >= stop:
+            continue
+        if isinstance(segment.outcome, BaseException):
+            return segment.outcome
+        low, high = max(start, segment.start), min(stop, segment.stop)
+        parts.append(segment.outcome[low - segment.start : high - segment.start])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _checked_item(item: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

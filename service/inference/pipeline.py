@@ -1,7 +1,8 @@
 """A request's way from image bytes to the model's queue: decode (tiny images on the event
-loop, others in the decode thread pool), within a deadline counted from the request's
-arrival. The API layer reads the body before, enqueues the image on the model's batcher
-(:meth:`service.inference.batcher.Batcher.enqueue`) and turns its row into an answer after.
+loop, others in the decode thread pool; a number's candidate digits always in the pool),
+within a deadline counted from the request's arrival. The API layer reads the body before,
+enqueues the image on the model's batcher (:meth:`service.inference.batcher.Batcher.enqueue`,
+``enqueue_rows`` for a number's candidates) and turns the rows into an answer after.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import asyncio
 import struct
 from functools import partial
 
-import numpy as np
-
-from service.imaging import preprocess
+from service.imaging import FoundDigit, find_digit
+from service.imaging.reading import Candidates, find_candidates
 from service.inference.runtime import Runtime
 
 #: Images preprocessed on the event loop rather than in the decode pool: see
@@ -24,15 +24,31 @@ _PNG_SIZE = struct.Struct(">II")  # IHDR width and height, after signature, leng
 _PNG_SIZE_END = 24
 
 
-async def decode(runtime: Runtime, data: bytes) -> np.ndarray:
-    """Image bytes -> (28, 28) float32 MNIST-style: tiny images on the event loop, the rest
-    in the decode thread pool."""
+async def decode(runtime: Runtime, data: bytes) -> FoundDigit:
+    """Image bytes -> the (28, 28) float32 MNIST-style digit, and how many digits the picture
+    seemed to hold: tiny images on the event loop, the rest in the decode thread pool."""
     max_pixels = runtime.settings.max_image_pixels
     if is_tiny_image(data):
-        return preprocess(data, max_pixels=max_pixels)
+        return find_digit(data, max_pixels=max_pixels)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        runtime.decode_pool, partial(preprocess, data, max_pixels=max_pixels)
+        runtime.decode_pool, partial(find_digit, data, max_pixels=max_pixels)
+    )
+
+
+async def read_candidates(runtime: Runtime, data: bytes) -> Candidates:
+    """Image bytes -> the candidate digits of the number in them, in the decode thread pool
+    (a number's segmentation is several digits' work: never on the event loop)."""
+    settings = runtime.settings
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        runtime.decode_pool,
+        partial(
+            find_candidates,
+            data,
+            max_pixels=settings.max_image_pixels,
+            max_digits=settings.max_read_digits,
+        ),
     )
 
 

@@ -93,3 +93,62 @@ def test_the_client_distribution_depends_on_httpx_and_pydantic_only(tmp_path: Pa
         "digits_client"
     }
     assert "digits = digits_client.cli:main" in entry_points
+
+
+def reading_body(**changes: object) -> dict[str, object]:
+    """A /read answer as the service sends it (the server's own example, two digits)."""
+    digits = [
+        {
+            "digit": digit,
+            "confidence": 0.99,
+            "probabilities": [0.99 if d == digit else 0.001 for d in range(10)],
+            "box": {"x": x, "y": 30, "width": 41, "height": 66},
+        }
+        for digit, x in ((0, 12), (2, 60))
+    ]
+    body: dict[str, object] = {
+        "number": "02",
+        "confidence": 0.97,
+        "uncertain": False,
+        "digits": digits,
+        "model": {"name": "default", "version": "1"},
+        "timing_ms": {"queue": 0.1, "inference": 1.9, "total": 6.2},
+        "batch_size": 7,
+        "candidates": 7,
+    }
+    return body | changes
+
+
+def test_a_reading_keeps_its_leading_zero_and_every_digits_box() -> None:
+    reading = answers.Reading.model_validate(reading_body())
+    assert reading.number == "02"  # a string: a ZIP code's leading zero is kept
+    assert [d.digit for d in reading.digits] == [0, 2]
+    assert reading.digits[1].box == answers.Box(x=60, y=30, width=41, height=66)
+    assert reading.digits[0].image is None
+    assert (reading.model.name, reading.batch_size, reading.candidates) == ("default", 7, 7)
+
+
+def test_a_reading_takes_what_a_newer_server_adds_and_what_an_older_leaves_out() -> None:
+    body = reading_body(alternatives=[{"number": "08"}])
+    del body["candidates"]
+    body["digits"][0]["box"]["angle"] = 3  # type: ignore[index]
+    body["digits"][0]["image"] = "iVBORw0KGgo="  # type: ignore[index]
+    reading = answers.Reading.model_validate(body)
+    assert reading.candidates is None
+    assert reading.model_extra == {"alternatives": [{"number": "08"}]}
+    assert reading.digits[0].box.model_extra == {"angle": 3}
+    assert reading.digits[0].image == "iVBORw0KGgo="
+
+
+def test_a_prediction_says_how_many_digits_were_seen_and_one_from_an_older_server() -> None:
+    body = {
+        "digit": 7,
+        "confidence": 0.99,
+        "probabilities": [0.001] * 9 + [0.99],
+        "uncertain": False,
+        "model": {"name": "default", "version": "1"},
+        "timing_ms": {"queue": 0.1, "inference": 1.0, "total": 2.0},
+        "batch_size": 1,
+    }
+    assert answers.Prediction.model_validate(body).digits_seen == 1
+    assert answers.Prediction.model_validate(body | {"digits_seen": 3}).digits_seen == 3

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from digits_client.cli import format_table, main, percent
+from digits_client.cli import build_parser, format_table, main, percent
 
+from tests.client.conftest import blank_png, number_picture
 from tests.service.conftest import (
     REPO,
     SELFTEST_DIR,
@@ -168,6 +169,108 @@ def test_usage_errors_exit_2(
         main(argv)
     assert exit_.value.code == 2
     assert "usage: digits" in capsys.readouterr().err
+
+
+@pytest.fixture
+def numbers_folder(tmp_path: Path) -> Path:
+    """Two pictures of numbers (307 and 21) and a blank page, under plain names."""
+    folder = tmp_path / "forms"
+    folder.mkdir()
+    (folder / "a-307.png").write_bytes(number_picture([3, 0, 7]).png)
+    (folder / "b-21.png").write_bytes(number_picture([2, 1], ink_on_paper=False).png)
+    (folder / "c-blank.png").write_bytes(blank_png())
+    return folder
+
+
+def test_read_prints_a_number_per_file_and_an_error_row_for_a_blank_page(
+    service_url: str, numbers_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["read", str(numbers_folder), "--url", service_url])
+    captured = capsys.readouterr()
+    assert code == 1  # the blank page could not be read
+    rows = table_rows(captured.out)
+    assert rows[0] == ["FILE", "NUMBER", "CONFIDENCE", "UNCERTAIN", "MODEL"]
+    assert [Path(r[0]).name for r in rows[1:]] == ["a-307.png", "b-21.png", "c-blank.png"]
+    assert [r[1] for r in rows[1:3]] == ["307", "21"]
+    assert all(r[2].endswith("%") and r[3] in ("yes", "no") for r in rows[1:3])
+    assert {r[4] for r in rows[1:3]} == {"lenet5/1"}
+    assert rows[3][1:3] == ["error", "no_digit:"]
+    assert "1 of 3 files could not be read" in captured.err
+
+
+def test_read_json_prints_one_object_per_file_with_length_and_model(
+    service_url: str, numbers_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = [str(numbers_folder / "a-307.png"), str(numbers_folder / "c-blank.png")]
+    arguments = ["read", *files, "--length", "3", "--model", "mlp", "--version", "1"]
+    assert main([*arguments, "--json", "--url", service_url]) == 1
+    first, blank = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first["file"] == files[0]
+    assert len(first["number"]) == 3 and len(first["digits"]) == 3
+    assert first["model"] == {"name": "mlp", "version": "1"}
+    assert all(set(d["box"]) >= {"x", "y", "width", "height"} for d in first["digits"])
+    assert blank["file"] == files[1]
+    assert blank["error"]["status"] == 400 and blank["error"]["code"] == "no_digit"
+
+
+def test_read_stops_at_an_unknown_model(
+    service_url: str, numbers_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["read", str(numbers_folder), "--model", "nosuch", "--url", service_url]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "404 not_found" in captured.err
+
+
+def test_predict_points_to_read_when_a_picture_holds_several_digits(
+    service_url: str, numbers_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["predict", str(numbers_folder / "a-307.png"), "--url", service_url]) == 0
+    captured = capsys.readouterr()
+    assert len(table_rows(captured.out)) == 2  # the table is as ever: one row
+    assert "3 digits seen" in captured.err and "digits read" in captured.err
+
+
+def test_read_arguments() -> None:
+    args = build_parser().parse_args(["read", "a.png", "forms/", "--length", "5", "--json"])
+    assert (args.command, args.images, args.length, args.json) == (
+        "read",
+        ["a.png", "forms/"],
+        5,
+        True,
+    )
+    assert (args.model, args.version) == (None, None)
+    plain = build_parser().parse_args(["read", "a.png", "--model", "mlp", "--version", "2"])
+    assert (plain.length, plain.model, plain.version, plain.json) == (None, "mlp", "2", False)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["read"],
+        ["read", "/no/such/file.png"],
+        ["read", "{empty}"],
+        ["read", "{image}", "--length", "0"],
+        ["read", "{image}", "--length", "-2"],
+        ["read", "{image}", "--length", "five"],
+        ["read", "{image}", "--length"],
+    ],
+)
+def test_read_usage_errors_exit_2(
+    arguments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    image = tmp_path / "zip.png"
+    image.write_bytes(number_picture([1, 2]).png)
+    # A port nobody listens on: a usage error must stop the command before it asks anyone.
+    argv = [a.format(empty=tmp_path / "empty", image=image) for a in arguments]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--url", f"http://127.0.0.1:{free_port()}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: digits read" in err
+    if "--length" in arguments and len(arguments) > 3:
+        assert "not a number of digits (1 or more)" in err
 
 
 def test_models_table_and_json(service_url: str, capsys: pytest.CaptureFixture[str]) -> None:

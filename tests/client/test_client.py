@@ -13,6 +13,7 @@ import pytest
 from digits_client.client import DigitsClient, DigitsError
 from PIL import Image
 
+from tests.client.conftest import blank_png, number_picture
 from tests.conftest import SERVICE_KEY
 from tests.service.conftest import (
     SELFTEST_DIR,
@@ -68,6 +69,78 @@ def test_predict_batch_answers_each_file_and_fails_bad_ones_alone(
     assert results[2].prediction is not None and results[2].prediction.digit == 2
     assert results[1].prediction is None
     assert results[1].error is not None and results[1].error.status == 400
+
+
+def test_read_reads_a_number_and_boxes_each_digit_where_it_is(client: DigitsClient) -> None:
+    picture = number_picture([3, 0, 7])
+    reading = client.read(picture.png)
+    assert reading.number == "307"
+    assert len(reading.digits) == 3
+    assert "".join(str(d.digit) for d in reading.digits) == reading.number
+    assert 0 <= reading.confidence <= min(d.confidence for d in reading.digits) + 1e-9
+    assert reading.uncertain == (reading.confidence < 0.9)
+    assert (reading.model.name, reading.model.version) == ("lenet5", "1")
+    assert reading.batch_size >= 1 and reading.timing_ms.total > 0
+    for digit, (left, right) in zip(reading.digits, picture.tiles, strict=True):
+        assert len(digit.probabilities) == 10
+        assert digit.confidence == max(digit.probabilities)
+        assert digit.image is None
+        box = digit.box
+        # Inside the picture, and around the digit's own ink: its middle in the digit's tile.
+        assert box.x >= 0 and box.x + box.width <= picture.width
+        assert box.y >= 0 and box.y + box.height <= picture.height
+        assert left <= box.x + box.width / 2 <= right
+        assert box.width < right - left and box.height < picture.height
+
+
+def test_read_takes_a_path_a_model_a_length_and_explains(
+    client: DigitsClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "zip.png"
+    path.write_bytes(number_picture([0, 2, 1, 3], ink_on_paper=False).png)
+    reading = client.read(path, model="mlp", version="1", length=4, explain=True)
+    assert (reading.model.name, reading.model.version) == ("mlp", "1")
+    assert len(reading.number) == 4 and reading.number.isdigit()
+    assert reading.number.startswith("0")  # a string: the leading zero is kept
+    for digit in reading.digits:
+        assert digit.image is not None
+        assert Image.open(io.BytesIO(base64.b64decode(digit.image))).size == (28, 28)
+    assert all(0 <= int(c) <= 9 for c in reading.number)
+
+
+def test_read_with_a_length_answers_that_many_digits_or_says_it_cannot(
+    client: DigitsClient,
+) -> None:
+    picture = number_picture([5, 8])
+    exact = client.read(picture.png, length=2)
+    assert exact.number == "58" and len(exact.digits) == 2
+    for length in (1, 3):
+        # No reading of that many digits: the best of any length, with confidence 0.
+        reading = client.read(picture.png, length=length)
+        assert len(reading.digits) == len(reading.number)
+        if len(reading.number) != length:
+            assert reading.confidence == 0 and reading.uncertain, reading
+
+
+def test_read_errors_arrive_as_digits_errors(client: DigitsClient) -> None:
+    with pytest.raises(DigitsError) as blank:
+        client.read(blank_png())
+    assert (blank.value.status, blank.value.code) == (400, "no_digit")
+    assert blank.value.request_id
+    with pytest.raises(DigitsError) as not_an_image:
+        client.read(b"not an image")
+    assert (not_an_image.value.status, not_an_image.value.code) == (400, "not_an_image")
+    with pytest.raises(DigitsError) as unknown:
+        client.read(number_picture([1, 2]).png, model="nosuchmodel")
+    assert (unknown.value.status, unknown.value.code) == (404, "not_found")
+    with pytest.raises(DigitsError) as zero:
+        client.read(number_picture([1, 2]).png, length=0)
+    assert (zero.value.status, zero.value.code) == (422, "invalid_parameter")
+
+
+def test_predict_says_when_a_picture_holds_several_digits(client: DigitsClient) -> None:
+    assert client.predict(digit_png(4)).digits_seen == 1
+    assert client.predict(number_picture([3, 0, 7]).png).digits_seen == 3
 
 
 def test_models_reload_and_health(client: DigitsClient) -> None:

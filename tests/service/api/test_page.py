@@ -1,5 +1,6 @@
 """The draw-a-digit page: its route in-process, then the page itself in headless Chromium
-against the real service in a subprocess (mouse strokes, a file upload, the API key form)."""
+against the real service in a subprocess (mouse strokes, a file upload, the API key form, a
+number written or uploaded in number mode)."""
 
 from __future__ import annotations
 
@@ -181,6 +182,53 @@ def wait_for_digit(page: Page, digit: int) -> None:
     )
 
 
+def wait_for_number(page: Page, length: int) -> str:
+    """The number the page shows, once it shows one of ``length`` digits and their boxes."""
+    page.wait_for_function(
+        "n => /^[0-9]+$/.test(document.querySelector('#digit').textContent)"
+        " && document.querySelector('#digit').textContent.length === n"
+        " && document.querySelectorAll('#boxes .box').length === n",
+        arg=length,
+        timeout=15_000,
+    )
+    return page.inner_text("#digit")
+
+
+def box_spans(page: Page) -> list[tuple[float, float]]:
+    """Each digit's box, left and right, as fractions of the pad's displayed width; every box
+    checked to lie within the pad."""
+    pad = page.locator("#canvas").bounding_box()
+    assert pad is not None
+    spans = []
+    for box in page.locator("#boxes .box").all():
+        found = box.bounding_box()
+        assert found is not None
+        assert (
+            pad["x"] - 1 <= found["x"]
+            and found["x"] + found["width"] <= pad["x"] + pad["width"] + 1
+        )
+        assert (
+            pad["y"] - 1 <= found["y"]
+            and found["y"] + found["height"] <= pad["y"] + pad["height"] + 1
+        )
+        assert found["width"] > 5 and found["height"] > 5
+        left = (found["x"] - pad["x"]) / pad["width"]
+        spans.append((left, left + found["width"] / pad["width"]))
+    return spans
+
+
+def number_png(digits: list[int]) -> tuple[bytes, tuple[int, int]]:
+    """Shipped MNIST digits side by side, enlarged 3x, dark ink on white; and its size."""
+    tile = 84
+    picture = Image.new("L", (tile * len(digits), tile), 0)
+    for index, digit in enumerate(digits):
+        with Image.open(sorted(SELFTEST_DIR.glob(f"digit{digit}_mnist*.png"))[0]) as shipped:
+            picture.paste(shipped.convert("L").resize((tile, tile)), (index * tile, 0))
+    out = io.BytesIO()
+    picture.point(lambda value: 255 - value).save(out, format="PNG")
+    return out.getvalue(), picture.size
+
+
 def seen_image(page: Page) -> Image.Image:
     source = page.get_attribute("#seen", "src")
     assert source is not None and source.startswith("data:image/png;base64,")
@@ -242,3 +290,86 @@ def test_page_asks_for_the_api_key_and_sends_it(page: Page, keyed_service_url: s
     page.wait_for_selector("#answer:not([hidden])")
     assert page.inner_text("#answered-by") == "tiny v1"
     assert page.evaluate("sessionStorage.getItem('digits.apiKey')") == SERVICE_KEY
+
+
+@pytest.mark.slow
+def test_a_written_number_is_read_with_a_box_around_each_digit(
+    page: Page, service_url: str
+) -> None:
+    page.goto(service_url + "/")
+    page.wait_for_selector("#model:not([disabled])")
+    page.click("label[for=mode-number]")
+    assert page.is_checked("#mode-number")
+    assert page.inner_text("#input-title") == "Your number"
+    pad = page.locator("#canvas").bounding_box()
+    assert pad is not None and 2.8 < pad["width"] / pad["height"] < 3.2  # a wide pad
+    assert page.is_hidden("#bars")
+    assert page.is_disabled("#model option[value=all]")  # a number is read by one model
+
+    # 1, 7, 1 in the pad's thirds, as in the one-digit test.
+    draw(page, [[(0.17, 0.15), (0.17, 0.85)]])
+    draw(page, [[(0.42, 0.2), (0.58, 0.2), (0.47, 0.85)]])
+    draw(page, [[(0.83, 0.15), (0.83, 0.85)]])
+    assert wait_for_number(page, 3) == "171"
+    spans = box_spans(page)
+    for third, (left, right) in enumerate(spans):  # each box around its own digit
+        assert third / 3 <= (left + right) / 2 <= (third + 1) / 3, spans
+    labels = page.locator("#boxes .box-label").all_inner_texts()
+    assert [label.split(" ")[0] for label in labels] == ["1", "7", "1"]
+    assert all(label.endswith("%") for label in labels)
+    assert "%" in page.inner_text("#confidence")
+    assert page.inner_text("#verdict") in ("Sure", "Uncertain: check by eye")
+    assert page.inner_text("#answered-by") == "lenet5 v1"
+    assert page.locator("#reading-digits li").count() == 3
+    assert page.locator("#reading-digits img").count() == 3  # what the model saw, per digit
+
+    page.click("#clear")
+    assert page.is_hidden("#answer") and page.locator("#boxes .box").count() == 0
+
+
+@pytest.mark.slow
+def test_an_uploaded_number_is_read_with_boxes_over_the_shown_picture(
+    page: Page, service_url: str, tmp_path: Path
+) -> None:
+    png, (width, height) = number_png([3, 0, 7])
+    picture = tmp_path / "zip.png"
+    picture.write_bytes(png)
+    page.goto(service_url + "/")
+    page.wait_for_selector("#model:not([disabled])")
+    page.click("label[for=mode-number]")
+    page.set_input_files("#file", str(picture))
+    assert wait_for_number(page, 3) == "307"
+    # The picture is shown fitted to the pad (1200x400, 6% margins), centred.
+    scale = min((1200 - 48) / width, (400 - 48) / height)
+    shown_left = (1200 - width * scale) / 2 / 1200
+    shown_width = width * scale / 1200
+    for index, (left, right) in enumerate(box_spans(page)):
+        tile_left = shown_left + shown_width * index / 3
+        assert tile_left <= left and right <= tile_left + shown_width / 3
+
+    # The number of digits, when given, goes with the request.
+    with page.expect_request(lambda r: "/read?" in r.url and "length=3" in r.url):
+        page.fill("#length", "3")
+        page.locator("#length").blur()
+    page.wait_for_function(
+        "() => !document.querySelector('#status').textContent.startsWith('Reading')"
+    )
+    assert wait_for_number(page, 3) == "307"
+
+    # A blank page: the service's error, and no boxes left standing.
+    blank = tmp_path / "blank.png"
+    Image.new("L", (300, 100), 255).save(blank)
+    page.set_input_files("#file", str(blank))
+    page.wait_for_selector("#status.error")
+    assert page.locator("#boxes .box").count() == 0
+
+    # Back to one digit, the same file: read as one digit, with a pointer to number mode.
+    page.set_input_files("#file", str(picture))
+    wait_for_number(page, 3)
+    page.click("label[for=mode-digit]")
+    page.wait_for_function("() => document.querySelector('#digit').textContent.length === 1")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('3 digits')"
+    )
+    assert page.locator("#boxes .box").count() == 0
+    assert page.is_visible("#bars") and page.is_visible("#seen")

@@ -76,14 +76,21 @@ async def closed_pool_runtime() -> AsyncIterator[Runtime]:
 
 async def test_tiny_images_are_decoded_on_the_event_loop() -> None:
     async with closed_pool_runtime() as runtime:
-        image = await pipeline.decode(runtime, digit_png(3))
-    assert image.shape == (28, 28) and image.dtype == np.float32
+        found = await pipeline.decode(runtime, digit_png(3))
+    assert found.image.shape == (28, 28) and found.image.dtype == np.float32
+    assert found.digits_seen == 1
 
 
 async def test_larger_images_go_to_the_decode_pool() -> None:
     async with closed_pool_runtime() as runtime:
         with pytest.raises(RuntimeError, match="shutdown"):
             await pipeline.decode(runtime, png(280, 280, "RGBA"))
+
+
+async def test_a_number_is_read_in_the_decode_pool_even_when_tiny() -> None:
+    async with closed_pool_runtime() as runtime:
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await pipeline.read_candidates(runtime, digit_png(3))
 
 
 def test_the_deadline_counts_from_arrival() -> None:
