@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?= ../shared/data/mnist
 MODEL_DIR ?= models
 
-.PHONY: serve test lint train train-dry-run fmt openapi bench bench-quick soak overload system-deps clean
+.PHONY: serve test lint train train-dry-run fmt openapi bench bench-quick bench-read soak overload system-deps clean
 
 $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.load --quick
+
+# Reading whole numbers (BENCHMARKS.md): exact-string and per-digit accuracy per kind and
+# model on 200 numbers of MNIST test digits per kind (about 4 minutes), then /read's
+# preprocessing time per kind and throughput against /predict on the same mix (about 2).
+bench-read: $(STAMP)
+	$(PY) -m benchmarks.read_accuracy --per-kind 200 --models default,lenet5
+	$(PY) -m benchmarks.read_speed
 
 # Promises under load, as real processes driven by wrk (BENCHMARKS.md): a 60 s soak (memory
 # flat, no errors); the default settings on the realistic mix at 4x and 8x the sustainable

@@ -21,6 +21,8 @@ from numpy.typing import NDArray
 Coverage = NDArray[np.float32]  # (h, w) ink coverage in [0, 1]
 #: The upscaled grey above this is the digit's ink, before the pen's offset.
 _EDGE: Final = 0.5
+#: The outline's rounding (a Gaussian's sigma), MNIST pixels.
+_SMOOTHING: Final = 0.4
 #: How far each digit's stroke width moves toward the number's pen (0: MNIST's, 1: the pen's).
 PEN_PULL: Final = 0.6
 #: The most the pen may thin a stroke, as a share of its width (erosion breaks thin strokes).
@@ -52,20 +54,23 @@ def stroke_width(ink: NDArray[np.float32]) -> float:
 
 def shape_of(digit: NDArray[np.uint8]) -> Shape:
     """The MNIST digit's grey, without specks (MNIST's scanning dust: small and short)."""
-    grey = digit.astype(np.float32) / 255
+    grey = np.asarray(digit, np.float32) / np.float32(255)
     _, parts, stats, _ = cv2.connectedComponentsWithStats((digit > 40).astype(np.uint8), None, 8)
     areas, extents = stats[1:, cv2.CC_STAT_AREA], stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]]
     tall = np.ptp(np.flatnonzero((digit > 40).any(axis=1))) + 1
     strokes = (areas >= 0.25 * areas.max()) | (extents.max(axis=1) >= 0.25 * tall)
     kept = cv2.dilate(np.isin(parts, 1 + np.flatnonzero(strokes)).astype(np.uint8), np.ones((3, 3)))
-    grey = np.pad(grey * kept, 2)
-    fine = _upscaled(grey, np.array([[4.0, 0, 0], [0, 4.0, 0]]), (grey.shape[1] * 4,) * 2) > _EDGE
+    grey = np.pad(grey * kept, 2).astype(np.float32)
+    by_4 = np.array([[4.0, 0, 1.5], [0, 4.0, 1.5]])  # pixel centres p -> 4 p + 1.5
+    fine = _upscaled(grey, by_4, (grey.shape[1] * 4, grey.shape[0] * 4)) > _EDGE
     rows, cols = np.flatnonzero(fine.any(axis=1)), np.flatnonzero(fine.any(axis=0))
     box = (cols[0] / 4, rows[0] / 4, (cols[-1] + 1) / 4, (rows[-1] + 1) / 4)
-    return Shape(grey, box, stroke_width((fine).astype(np.float32)) / 4)
+    return Shape(grey, box, stroke_width(fine.astype(np.float32)) / 4)
 
 
-def _upscaled(grey: NDArray[np.float32], affine: NDArray[np.float64], size: tuple[int, int]) -> NDArray[np.float32]:
+def _upscaled(
+    grey: NDArray[np.float32], affine: NDArray[np.float64], size: tuple[int, int]
+) -> NDArray[np.float32]:
     """``grey`` warped by ``affine`` (source pixel centres -> target pixel centres), bicubic."""
     warped = cv2.warpAffine(grey, affine, size, flags=cv2.INTER_CUBIC, borderValue=0.0)
     return np.asarray(warped, np.float32)
@@ -87,9 +92,14 @@ def render(shape: Shape, height: float, pen: float, angle: float, squeeze: float
     reach = np.abs(corners @ linear.T).max(axis=0) + max(offset, 0) + 4
     ss = 4 if height < 100 else 2
     size = np.ceil(2 * reach).astype(int)
-    # source pixel centres p -> fine pixel centres: ss * (linear (p - centre) + reach) - 0.5 + ss/2
-    to_fine = np.hstack([ss * linear, (ss * (reach - linear @ centre) + (ss - 1) / 2)[:, None]])
-    fine = _upscaled(shape.grey, to_fine, (int(size[0] * ss), int(size[1] * ss))) > _EDGE
+    # source pixel centres p -> fine pixel centres: ss * (linear (p - centre) + reach) - 0.5
+    to_fine = np.hstack([ss * linear, (ss * (reach - linear @ centre) - 0.5)[:, None]])
+    grey = _upscaled(shape.grey, to_fine, (int(size[0] * ss), int(size[1] * ss)))
+    # MNIST's pixel grid shows in the outline of a large digit: rounded off, as a pen would.
+    smooth = _SMOOTHING * scale * ss
+    if smooth > 1.0:
+        grey = cv2.GaussianBlur((grey > _EDGE).astype(np.float32), (0, 0), smooth)
+    fine = np.asarray(grey > _EDGE)
     outside = cv2.distanceTransform((~fine).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     inside = cv2.distanceTransform(fine.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     signed = np.where(fine, 0.5 - inside, outside - 0.5)  # > 0 outside the ink, fine px

@@ -1,9 +1,8 @@
 """Handwritten numbers (1-10 digits) made from MNIST digits, deterministically from a seed.
 
-One writer per number: every digit is re-stroked with the same pen (MNIST's strokes thinned
-to their skeleton, then drawn again with one anti-aliased pen width; blots and filled loops
-kept) at one height ``H`` (40-90 px) with small jitter (height ±6 %, baseline ±4 % of ``H``,
-rotation ±4°). Kinds:
+One writer per number: every digit is MNIST's own grey stroke, upscaled smoothly to one
+height ``H`` (40-90 px) with small jitter (height ±6 %, baseline ±4 % of ``H``, rotation ±4°),
+its stroke width moved toward the number's one pen (:mod:`benchmarks.number_glyphs`). Kinds:
 
 - ``spaced``  gaps of 0.15-0.5 H; a clean canvas-like export (RGBA, transparent, coloured
   pen; or dark on white);
@@ -20,7 +19,8 @@ rotation ±4°). Kinds:
 ``make(kind, seed, source)`` draws the length and the digits (MNIST ``test`` or ``train``)
 from a generator seeded with (kind, seed, source): the reader is tuned on numbers of train
 digits and measured on numbers of test digits. ``python -m benchmarks.numbers DIR`` writes a
-sample sheet per kind.
+sample sheet per kind; ``python -m benchmarks.numbers --legibility [COUNT]`` prints the
+default model's per-digit accuracy on the digits cut out by their true boxes (:func:`legibility`).
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ from benchmarks.image_kinds import (
     default_data_dir,
     load_mnist_test,
 )
+from benchmarks.number_glyphs import Coverage, Shape, pen_width, shape_of
+from benchmarks.number_glyphs import glyphs as draw_digits
 
 Source = Literal["test", "train"]
-Coverage = NDArray[np.float32]  # (h, w) ink coverage in [0, 1]
 Mask = NDArray[np.bool_]
 Box = tuple[int, int, int, int]  # x, y, w, h
 #: Coverage above this is ink: for the boxes, the masks and the distances between digits.
 INK_LEVEL: Final = 0.25
-_WORK_HEIGHT: Final = 112  # the height at which MNIST strokes are thinned to skeletons
 
 
 @dataclass(frozen=True)
@@ -71,20 +71,6 @@ class NumberSample:
 
 
 @dataclass(frozen=True)
-class _Skeleton:
-    points: NDArray[np.float64]  # (P, 2) x, y of the thinned stroke at _WORK_HEIGHT
-    segments: NDArray[np.intp]  # (S, 2) indices of 8-adjacent points
-    shape: NDArray[np.uint8]  # the ink it was thinned from, 0 or 255
-    half_width: float  # the ink's median half stroke width, px at _WORK_HEIGHT
-    blotted: bool  # whether some of the ink is deeper inside than two half strokes
-
-    @property
-    def aspect(self) -> float:
-        extent = np.ptp(self.points, axis=0) + 1.0
-        return float(extent[0] / extent[1])
-
-
-@dataclass(frozen=True)
 class _Glyph:
     coverage: Coverage
     x: int
@@ -95,7 +81,7 @@ class _Glyph:
         return np.asarray(self.coverage > INK_LEVEL)
 
 
-Maker = Callable[[np.random.Generator, list[_Skeleton], str], NumberSample]
+Maker = Callable[[np.random.Generator, list[Shape], str], NumberSample]
 
 
 def load_mnist_train(data_dir: Path) -> tuple[Digit, NDArray[np.uint8]]:
@@ -120,171 +106,13 @@ def make(
         chosen = rng.integers(0, len(images), count)
         label = "".join(str(int(labels[i])) for i in chosen)
         try:
-            return KINDS[kind](rng, [_skeleton(images[i]) for i in chosen], label)
+            return KINDS[kind](rng, [shape_of(images[i]) for i in chosen], label)
         except _NoLayout:
             continue
 
 
 class _NoLayout(Exception):
     """No pair of these digits could be pushed into touching without touching a third."""
-
-
-def _zhang_suen_table(step: int) -> NDArray[np.bool_]:
-    """Whether Zhang-Suen's sub-iteration ``step`` removes a pixel whose neighbours P2..P9
-    (clockwise from above) are the bits 0..7 of the index."""
-    table = np.zeros(256, dtype=bool)
-    for code in range(256):
-        p = [(code >> k) & 1 for k in range(8)]  # P2..P9
-        turns = sum(p[k] == 0 and p[(k + 1) % 8] == 1 for k in range(8))
-        far = (
-            (p[0] * p[2] * p[4], p[2] * p[4] * p[6])
-            if step == 0
-            else (p[0] * p[2] * p[6], p[0] * p[4] * p[6])
-        )
-        table[code] = 2 <= sum(p) <= 6 and turns == 1 and far == (0, 0)
-    return table
-
-
-_ZHANG_SUEN: Final = (_zhang_suen_table(0), _zhang_suen_table(1))
-
-
-def _thin(mask: Mask) -> Mask:
-    """Zhang-Suen thinning: the one-pixel skeleton of ``mask``."""
-    img = np.pad(mask, 1).astype(np.uint8)
-    changed = True
-    while changed:
-        changed = False
-        for table in _ZHANG_SUEN:
-            p = img
-            ring = [p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:]]
-            ring += [p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2], p[:-2, :-2]]  # P2..P9 clockwise
-            code = np.zeros(ring[0].shape, dtype=np.uint8)
-            for bit, neighbour in enumerate(ring):
-                code |= neighbour << bit
-            drop = (p[1:-1, 1:-1] == 1) & table[code]
-            if drop.any():
-                img[1:-1, 1:-1][drop] = 0
-                changed = True
-    return img[1:-1, 1:-1].astype(bool)
-
-
-def _skeleton(digit: Digit) -> _Skeleton:
-    """The MNIST digit's ink box, upscaled to _WORK_HEIGHT, thresholded and thinned."""
-    rows, cols = np.flatnonzero((digit > 40).any(axis=1)), np.flatnonzero((digit > 40).any(axis=0))
-    crop = np.pad(digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 1)
-    scale = _WORK_HEIGHT / crop.shape[0]
-    size = (max(3, round(crop.shape[1] * scale)), _WORK_HEIGHT)
-    ink = (cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC) > 70).astype(np.uint8)
-    _, parts, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
-    # Specks (MNIST's scanning dust: small and short) are not strokes.
-    areas, extents = stats[1:, cv2.CC_STAT_AREA], stats[1:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]]
-    strokes = (areas >= 0.25 * areas.max()) | (extents.max(axis=1) >= 0.25 * _WORK_HEIGHT)
-    ink = np.isin(parts, 1 + np.flatnonzero(strokes))
-    skeleton = _thin(ink)
-    ys, xs = np.nonzero(skeleton)
-    inside = cv2.distanceTransform(ink.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    index = np.full(skeleton.shape, -1, dtype=np.intp)
-    index[ys, xs] = np.arange(len(ys))
-    pairs = []
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        ny, nx = ys + dy, xs + dx
-        ok = (ny < skeleton.shape[0]) & (nx >= 0) & (nx < skeleton.shape[1])
-        other = np.full(len(ys), -1, dtype=np.intp)
-        other[ok] = index[ny[ok], nx[ok]]
-        keep = other >= 0
-        pairs.append(np.stack([np.flatnonzero(keep), other[keep]], axis=1))
-    points = np.stack([xs, ys], axis=1).astype(np.float64)
-    shape = ink.astype(np.uint8) * 255
-    half_width = float(np.median(inside[ys, xs])) - 0.5
-    blotted = bool(inside.max() - 0.5 >= 2 * half_width)
-    return _Skeleton(points, np.concatenate(pairs), shape, half_width, blotted)
-
-
-def _render(
-    skeleton: _Skeleton, height: float, pen: float, angle: float, squeeze: float = 1.0
-) -> Coverage:
-    """The skeleton drawn with a round pen ``pen`` px wide, its ink ``height`` px tall, turned
-    by ``angle`` degrees, its width times ``squeeze``; anti-aliased (supersampled), cropped to
-    its ink. Where MNIST's ink is wider than its usual stroke (a blot, a filled loop) it stays
-    so, less the difference between its stroke and the pen: a thinned blot is no digit."""
-    low, high = skeleton.points.min(axis=0), skeleton.points.max(axis=0)
-    scale = max(height - pen, 1.0) / max(high[1] - low[1], 1.0)
-    turn = np.radians(angle)
-    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-    linear = np.diag([squeeze, 1.0]) @ rotation * scale
-    xy = (skeleton.points - (low + high) / 2) @ linear.T
-    margin = max(pen / 2, 2 * skeleton.half_width * scale * skeleton.blotted) + 3
-    shift = margin - xy.min(axis=0)
-    xy += shift
-    width, rows = (np.ceil(xy.max(axis=0) + margin + 1)).astype(int)
-    ss = 4 if height < 100 else 2
-    a, b = xy[skeleton.segments[:, 0]], xy[skeleton.segments[:, 1]]
-    steps = np.linspace(0.0, 1.0, int(np.ceil(scale * 1.5 * ss)) + 2)[None, :, None]
-    samples = np.concatenate([(a[:, None] + steps * (b - a)[:, None]).reshape(-1, 2), xy])
-    grid = np.full((rows * ss, width * ss), 255, dtype=np.uint8)
-    cells = np.floor(samples * ss).astype(np.intp)
-    grid[cells[:, 1], cells[:, 0]] = 0
-    inked = pen * ss / 2 - cv2.distanceTransform(grid, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    if skeleton.blotted:
-        # MNIST's ink on the same grid: pixel centres p -> ss * (linear (p - centre) + shift).
-        to_grid = np.hstack(
-            [ss * linear, (ss * (shift - linear @ ((low + high) / 2)) - 0.5)[:, None]]
-        )
-        shape = cv2.warpAffine(skeleton.shape, to_grid, grid.shape[::-1], flags=cv2.INTER_LINEAR)
-        inked = np.maximum(inked, _blots(shape > 127, skeleton.half_width * scale * ss, pen * ss))
-    fine = np.clip(inked + 0.5, 0.0, 1.0).astype(np.float32)
-    coverage = cv2.resize(fine, (width, rows), interpolation=cv2.INTER_AREA)
-    ink_rows, ink_cols = (
-        np.flatnonzero(coverage.max(axis=1) > 0.02),
-        np.flatnonzero(coverage.max(axis=0) > 0.02),
-    )
-    return np.ascontiguousarray(
-        coverage[ink_rows[0] : ink_rows[-1] + 1, ink_cols[0] : ink_cols[-1] + 1]
-    )
-
-
-def _blots(ink: Mask, half_width: float, pen: float) -> NDArray[np.float32]:
-    """Signed distance (> 0 inside) to ``ink``'s blots: the ink deeper inside than two of its
-    usual half strokes, grown back to a pen's half width past a usual stroke's middle (an
-    opening, less the stroke's excess over the pen)."""
-    inside = cv2.distanceTransform(ink.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    shallow = (inside < 2 * half_width).astype(np.uint8)
-    to_blot = cv2.distanceTransform(shallow, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.asarray(half_width + pen / 2 - to_blot, dtype=np.float32)
-
-
-def _pen(rng: np.random.Generator, height: float) -> float:
-    return max(2.0, height * rng.uniform(0.07, 0.12))
-
-
-def _glyphs(
-    rng: np.random.Generator,
-    skeletons: list[_Skeleton],
-    height: float,
-    pen: float,
-    fit: tuple[int, int] | None = None,
-) -> tuple[list[Coverage], list[float]]:
-    """Each digit drawn by one hand (height ±6 %, rotation ±4°; where it must ``fit`` (width,
-    height), narrower (to 70 %), then smaller), and its baseline's drop (±4 % of ``height``)."""
-    drawn = []
-    for skeleton in skeletons:
-        size, angle = height * rng.uniform(0.94, 1.06), rng.uniform(-4.0, 4.0)
-        coverage = _render(skeleton, size, pen, angle)
-        squeeze = 1.0
-        while fit is not None and (coverage.shape[1] > fit[0] or coverage.shape[0] > fit[1]):
-            narrower = max(0.7, min(1.0, squeeze * (fit[0] - 1) / coverage.shape[1]))
-            size *= (
-                min(
-                    1.0,
-                    fit[0] * squeeze / (narrower * coverage.shape[1]),
-                    fit[1] / coverage.shape[0],
-                )
-                * 0.98
-            )
-            squeeze = narrower
-            coverage = _render(skeleton, size, pen, angle, squeeze)
-        drawn.append(coverage)
-    return drawn, list(rng.uniform(-0.04, 0.04, len(skeletons)) * height)
 
 
 def _clear(union: Mask, mask: Mask, y: int, radius: int) -> int:
@@ -414,24 +242,24 @@ def _canvas_export(
     return _sample(kind, _encode(image, "PNG"), label, glyphs, (left, top))
 
 
-def spaced(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -> NumberSample:
+def spaced(rng: np.random.Generator, shapes: list[Shape], label: str) -> NumberSample:
     height = rng.uniform(40, 90)
-    coverages, drops = _glyphs(rng, skeletons, height, _pen(rng, height))
-    glyphs, _ = _row(coverages, drops, _natural_gaps(rng, len(skeletons), height, 0.15, 0.5))
+    coverages, drops = draw_digits(rng, shapes, height, pen_width(rng, height))
+    glyphs, _ = _row(coverages, drops, _natural_gaps(rng, len(shapes), height, 0.15, 0.5))
     return _canvas_export("spaced", rng, glyphs, height, label)
 
 
-def tight(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -> NumberSample:
+def tight(rng: np.random.Generator, shapes: list[Shape], label: str) -> NumberSample:
     height = rng.uniform(40, 90)
-    coverages, drops = _glyphs(rng, skeletons, height, _pen(rng, height))
-    gaps = [("tight", int(rng.integers(1, 4))) for _ in skeletons[1:]]
+    coverages, drops = draw_digits(rng, shapes, height, pen_width(rng, height))
+    gaps = [("tight", int(rng.integers(1, 4))) for _ in shapes[1:]]
     return _canvas_export("tight", rng, _row(coverages, drops, gaps)[0], height, label)
 
 
-def touching(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -> NumberSample:
+def touching(rng: np.random.Generator, shapes: list[Shape], label: str) -> NumberSample:
     height = rng.uniform(40, 90)
-    coverages, drops = _glyphs(rng, skeletons, height, _pen(rng, height))
-    spaced_gaps = _natural_gaps(rng, len(skeletons), height, 0.15, 0.5)
+    coverages, drops = draw_digits(rng, shapes, height, pen_width(rng, height))
+    spaced_gaps = _natural_gaps(rng, len(shapes), height, 0.15, 0.5)
     gaps = [s if rng.random() < 0.5 else ("tight", int(rng.integers(1, 4))) for s in spaced_gaps]
     push = int(rng.integers(1, 5))
     for pair in rng.permutation(len(gaps)):  # the first pair, in a random order, that can touch
@@ -459,18 +287,16 @@ def _paper(rng: np.random.Generator, ink: Coverage, printed: Coverage) -> bytes:
     return _encode(image.convert("L") if rng.random() < 0.6 else image, "PNG")
 
 
-def _form(
-    rng: np.random.Generator, skeletons: list[_Skeleton]
-) -> tuple[float, list[_Glyph], int, int]:
+def _form(rng: np.random.Generator, shapes: list[Shape]) -> tuple[float, list[_Glyph], int, int]:
     """A number written on a form: its height, glyphs, baseline row and line width."""
     height = rng.uniform(40, 90)
-    coverages, drops = _glyphs(rng, skeletons, height, _pen(rng, height))
-    glyphs, baseline = _row(coverages, drops, _natural_gaps(rng, len(skeletons), height, 0.1, 0.45))
+    coverages, drops = draw_digits(rng, shapes, height, pen_width(rng, height))
+    glyphs, baseline = _row(coverages, drops, _natural_gaps(rng, len(shapes), height, 0.1, 0.45))
     return height, glyphs, baseline, int(rng.integers(1, 4))
 
 
-def form_baseline(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -> NumberSample:
-    height, glyphs, baseline, line = _form(rng, skeletons)
+def form_baseline(rng: np.random.Generator, shapes: list[Shape], label: str) -> NumberSample:
+    height, glyphs, baseline, line = _form(rng, shapes)
     width, rows = _extent(glyphs)
     margin, before, after = (rng.uniform([0.2, 0.2, 0.2], [0.8, 1.5, 3.0]) * height).astype(int)
     below = baseline + round(rng.uniform(-0.01, 0.06) * height)  # on it or just above it
@@ -483,8 +309,8 @@ def form_baseline(rng: np.random.Generator, skeletons: list[_Skeleton], label: s
     )
 
 
-def form_box(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -> NumberSample:
-    height, glyphs, _, line = _form(rng, skeletons)
+def form_box(rng: np.random.Generator, shapes: list[Shape], label: str) -> NumberSample:
+    height, glyphs, _, line = _form(rng, shapes)
     width, rows = _extent(glyphs)
     left, right, top, bottom = (
         rng.uniform([0.15, 0.15, 0.15, 0.15], [0.8, 2.5, 0.4, 0.4]) * height
@@ -499,15 +325,15 @@ def form_box(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -
     return _sample("form_box", _paper(rng, _compose(glyphs, size, at), printed), label, glyphs, at)
 
 
-def form_comb(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -> NumberSample:
+def form_comb(rng: np.random.Generator, shapes: list[Shape], label: str) -> NumberSample:
     """A comb field: a box divided into one cell per digit, each digit inside its cell."""
     height, line = rng.uniform(40, 90), int(rng.integers(1, 4))
     cell_w, cell_h = height * rng.uniform(1.0, 1.2), round(height * rng.uniform(1.2, 1.5))
     margin = int(rng.integers(2, 5))
     inner = (int(cell_w) - line - 2 * margin, cell_h - line - 2 * margin)
-    coverages, drops = _glyphs(rng, skeletons, height, _pen(rng, height), fit=inner)
+    coverages, drops = draw_digits(rng, shapes, height, pen_width(rng, height), fit=inner)
     outside = int(rng.integers(2, max(3, int(0.6 * height))))
-    edges = [outside + round(k * cell_w) for k in range(len(skeletons) + 1)]
+    edges = [outside + round(k * cell_w) for k in range(len(shapes) + 1)]
     size = (edges[-1] + line + outside, cell_h + line + 2 * outside)
     printed = np.zeros((size[1], size[0]), np.float32)
     printed[outside : outside + cell_h + line, outside : edges[-1] + line] = 1
@@ -532,14 +358,14 @@ def form_comb(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) 
     )
 
 
-def photo(rng: np.random.Generator, skeletons: list[_Skeleton], label: str) -> NumberSample:
+def photo(rng: np.random.Generator, shapes: list[Shape], label: str) -> NumberSample:
     """A phone photo of the number on paper, slightly rotated, 40-80 % of the frame's width."""
     frame_w, frame_h = ((640, 480), (800, 600))[int(rng.integers(2))]
     pen_share, mean_gap = rng.uniform(0.07, 0.12), rng.uniform(0.12, 0.45)
-    gap_shares = np.clip(mean_gap * rng.uniform(0.75, 1.25, len(skeletons) - 1), 0.12, 0.45)
-    units = sum(s.aspect * (1 - pen_share) + pen_share for s in skeletons) + gap_shares.sum()
+    gap_shares = np.clip(mean_gap * rng.uniform(0.75, 1.25, len(shapes) - 1), 0.12, 0.45)
+    units = sum(s.aspect * (1 - pen_share) + pen_share for s in shapes) + gap_shares.sum()
     height = min(rng.uniform(0.4, 0.8) * frame_w / units, 0.6 * frame_h)
-    coverages, drops = _glyphs(rng, skeletons, height, max(2.0, pen_share * height))
+    coverages, drops = draw_digits(rng, shapes, height, max(2.0, pen_share * height))
     glyphs, _ = _row(coverages, drops, [("space", round(g * height)) for g in gap_shares])
     width, rows = _extent(glyphs)
     angle = rng.uniform(-3.0, 3.0)
@@ -639,8 +465,17 @@ def legibility(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.numbers DIR``: a sample sheet ``DIR/<kind>.png`` per kind."""
-    out = Path((argv if argv is not None else sys.argv[1:])[0])
+    """``python -m benchmarks.numbers DIR``: a sample sheet ``DIR/<kind>.png`` per kind;
+    ``--legibility [COUNT]``: :func:`legibility` of spaced, form_box and photo, both sources."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    if args[:1] == ["--legibility"]:
+        count = int(args[1]) if len(args) > 1 else 60
+        for kind in ("spaced", "form_box", "photo"):
+            for source in ("train", "test"):
+                accuracy = legibility(kind, count, source)
+                sys.stdout.write(f"{kind:9} {source:5} {count} numbers: {accuracy:.2f} %\n")
+        return 0
+    out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:
         sample_sheet(kind).save(out / f"{kind}.png")

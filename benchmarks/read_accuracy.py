@@ -6,7 +6,10 @@ number (bytes, as a client sends them), find its candidate digits once
 and choose the reading (``choose_reading``), freely and with the number's length given. Prints
 a markdown table per model and kind: exact-string accuracy, exact with the length given,
 per-digit accuracy (per number ``max(0, len(truth) - levenshtein(read, truth))``, over all
-truth digits), mean candidates per reading; a refused image (``BadImage``) is a misread.
+truth digits), how many free readings are sure (confidence >= 0.9, the service's default
+``uncertain`` threshold) and how many of those are exact, the expected calibration error of
+the readings' confidence, mean candidates per reading; a refused image (``BadImage``) is a
+misread.
 
     python -m benchmarks.read_accuracy --per-kind 200 --models default,lenet5 --source test
 """
@@ -50,6 +53,7 @@ class Tally:
     candidates: int = 0  # over the images the reader took
     taken: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    readings: list[tuple[float, bool]] = field(default_factory=list)  # (confidence, exact)
 
     def add(self, other: Tally) -> None:
         self.numbers += other.numbers
@@ -59,8 +63,29 @@ class Tally:
         self.digits += other.digits
         self.candidates += other.candidates
         self.taken += other.taken
+        self.readings += other.readings
         for code, count in other.refused.items():
             self.refused[code] = self.refused.get(code, 0) + count
+
+
+#: The service's default DIGITS_UNCERTAIN_BELOW: readings under it are routed to a person.
+SURE: Final = 0.9
+
+
+def calibration_error(readings: Sequence[tuple[float, bool]], bins: int = 10) -> float:
+    """Expected calibration error of the readings' confidences: the mean gap, weighted by
+    count, between confidence and exactness in ``bins`` equal-width bins."""
+    total = 0.0
+    for low in range(bins):
+        inside = [
+            (c, ok)
+            for c, ok in readings
+            if low / bins <= c < (low + 1) / bins or (low == bins - 1 and c == 1.0)
+        ]
+        if inside:
+            gap = statistics.mean(c for c, _ in inside) - statistics.mean(ok for _, ok in inside)
+            total += len(inside) * abs(gap)
+    return total / max(1, len(readings))
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -84,19 +109,25 @@ def digits_right(read: str, truth: str) -> int:
 @torch.inference_mode()
 def read(
     model: torch.jit.ScriptModule, candidates: Candidates, length: int, device: str
-) -> tuple[str, str]:
-    """The number read freely and with ``length`` given ("" where the reader refuses it)."""
+) -> tuple[str, str, float]:
+    """The number read freely and with ``length`` given ("" where the reader refuses it),
+    and the free reading's confidence."""
     batch = torch.from_numpy(candidates.images[:, None]).to(device)  # (k, 1, 28, 28)
     # The packages' modules give logits (the temperature inside): softmax, as the service does.
     logits = model(batch)  # (k, 10)
     probabilities = np.asarray(torch.softmax(logits, dim=1).cpu().numpy(), dtype=np.float32)
     readings = []
+    confidence = 0.0
     for given in (None, length):
         try:
-            readings.append(choose_reading(candidates, probabilities, length=given).number)
+            reading = choose_reading(candidates, probabilities, length=given)
         except ServiceError:
             readings.append("")
-    return readings[0], readings[1]
+            continue
+        readings.append(reading.number)
+        if given is None:
+            confidence = reading.confidence
+    return readings[0], readings[1], confidence
 
 
 def save_misread(out_dir: Path, sample: NumberSample, seed: int, reading: str) -> None:
@@ -130,11 +161,15 @@ def run_kind(
             if candidates is None:
                 tally.refused[code] = tally.refused.get(code, 0) + 1
                 number = with_length = ""
+                confidence = 0.0
             else:
-                number, with_length = read(model, candidates, len(sample.label), args.device)
+                number, with_length, confidence = read(
+                    model, candidates, len(sample.label), args.device
+                )
                 tally.taken += 1
                 tally.candidates += len(candidates.images)
             tally.exact += number == sample.label
+            tally.readings.append((confidence, number == sample.label))
             tally.exact_with_length += with_length == sample.label
             tally.digits_right += digits_right(number, sample.label)
             if number != sample.label and args.misreads is not None:
@@ -145,6 +180,7 @@ def run_kind(
 def format_table(results: dict[str, dict[str, Tally]], timings: dict[str, list[float]]) -> str:
     """Markdown: a row per model and kind, then the model's row over all kinds."""
     header = ["model", "kind", "numbers", "exact %", "exact, length given %", "per-digit %"]
+    header += ["sure %", "exact when sure %", "ECE"]
     header += ["candidates / reading", "refused", "find ms (median)"]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for model, per_kind in results.items():
@@ -162,6 +198,10 @@ def format_table(results: dict[str, dict[str, Tally]], timings: dict[str, list[f
                 for n in (tally.exact, tally.exact_with_length)
             ]
             cells.append(f"{100 * tally.digits_right / max(1, tally.digits):.1f}")
+            sure = [ok for c, ok in tally.readings if c >= SURE]
+            cells.append(f"{100 * len(sure) / max(1, tally.numbers):.1f}")
+            cells.append(f"{100 * sum(sure) / len(sure):.1f}" if sure else "-")
+            cells.append(f"{calibration_error(tally.readings):.3f}")
             cells.append(f"{tally.candidates / max(1, tally.taken):.1f}")
             cells.append(f"{refused}" + (f" ({codes})" if codes else ""))
             cells.append(f"{statistics.median(every):.0f}" if every else "-")

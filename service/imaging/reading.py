@@ -4,18 +4,21 @@ number. One forward pass per reading::
     decode (a larger working size than one digit's)          (decode.py)
     strokes: ink on black, lighting flattened                 (clean.py, as for one digit)
     printed form lines erased                                 (form_lines.py)
-    atoms: pieces of ink left to right, touching digits cut   (segments.py)
-    candidates: every run of 1-3 adjacent atoms that could be a digit, each laid out as
+    atoms: pieces of ink left to right, touching digits cut   (segments.py, seams.py)
+    candidates: every run of 1-5 adjacent atoms that could be a digit, each laid out as
         MNIST's digits were (layout.py, as for one digit)    -> find_candidates
     [the model classifies every candidate, in one batch]
     the best reading: the path through the candidates that the model and the shapes like
         best, by dynamic programming                          -> choose_reading
 
 A path is scored by the sum, over its digits, of the log of the model's confidence, a
-penalty for shapes no digit has (too wide, too short), and a penalty for every seam through
-ink it uses as a boundary; atoms too short to be digits may be skipped, at a cost. So a seam
-through a wide 0 loses to the whole 0 (two half-digits are each doubtful), and a touching
-pair read as one digit loses to its two halves (each sure).
+penalty for shapes no digit has (too wide, too short), a penalty for every seam through ink
+it uses as a boundary, and a small bonus per digit; atoms too short to be digits may be
+skipped, at a cost. So a seam through a wide 0 loses to the whole 0 (two half-digits are
+each doubtful, and the seam crosses two strokes), and a touching pair read as one digit
+loses to its two halves when both are sure. The penalties were tuned by grid search on
+numbers made of MNIST *training* digits (``benchmarks.numbers``, ``source="train"``); the
+accuracy in BENCHMARKS.md is measured on numbers of test digits.
 """
 
 from __future__ import annotations
@@ -44,21 +47,23 @@ READ_WORK_PIXELS: Final = 4 * decoding.WORK_PIXELS
 MAX_SPAN: Final = 5
 #: ... at most this many digit heights wide (runs of more than one atom) ...
 _WIDEST: Final = 1.6
+#: ... or this many when it joins separate components (a broken stroke, a detached bar) ...
+_JOINED_WIDEST: Final = 1.1
 #: ... and at least this fraction of the digit height tall.
 _SHORTEST: Final = 0.45
 #: Penalties (in log-confidence units) per digit height a digit is wider than ``_WIDE``,
 #: and per digit height shorter than ``_SHORT``.
-_WIDE: Final = 1.2
+_WIDE: Final = 1.0
 _WIDE_PENALTY: Final = 2.0
 _SHORT: Final = 0.9
 _SHORT_PENALTY: Final = 4.0
-#: Penalty per pen width of ink a boundary's seam crosses.
+#: Penalty for a boundary at a seam, per pen width of ink the seam crosses.
 _SEAM_PENALTY: Final = 1.0
 #: Cost of leaving out an atom too short to be a digit (a speck, a stray mark).
-_SKIP_COST: Final = 1.0
+_SKIP_COST: Final = 0.5
 #: Added to every digit's score: readings that leave a digit's ink to its neighbours' (which
 #: the model often still reads confidently) are worth less than those that read it.
-_DIGIT_BONUS: Final = 0.6
+_DIGIT_BONUS: Final = 0.2
 #: Atoms of note a number of ``max_digits`` may have: more is no number.
 _ATOMS_PER_DIGIT: Final = 3
 #: The segmentation's confidence is sigmoid(scale x the best path's margin over the best
@@ -141,15 +146,17 @@ def _candidates(atoms: Atoms, scale: float, max_digits: int) -> Candidates:
     for start in range(atoms.count):
         left = top = 1 << 30
         right = bottom = -1
+        joins = False  # whether the span joins separate components (not only seams' pieces)
         for stop in range(start + 1, min(atoms.count, start + MAX_SPAN) + 1):
             x0, y0, x1, y1, real = edges[stop - 1]
+            joins = joins or (stop - 1 > start and atoms.seam_cost[stop - 1] == 0)
             if real:  # the union of the span's boxes, grown one atom at a time
                 left, top = min(left, x0), min(top, y0)
                 right, bottom = max(right, x1), max(bottom, y1)
             if right < 0:
                 continue
             x, y, width, box_height = left, top, right - left, bottom - top
-            if stop - start > 1 and width > _WIDEST * height:
+            if stop - start > 1 and width > (_JOINED_WIDEST if joins else _WIDEST) * height:
                 break
             if box_height < _SHORTEST * height:
                 continue

@@ -1,5 +1,5 @@
 """A number's strokes -> *atoms*: pieces of ink, left to right, of which every digit is a run
-of one to three.
+of one or more (at most :data:`service.imaging.reading.MAX_SPAN`).
 
 The ink's components (OpenCV) are the first guess at the digits. Then:
 
@@ -7,10 +7,11 @@ The ink's components (OpenCV) are the first guess at the digits. Then:
   a side of the picture (the paper's or a table's edge);
 - fragments (a 5's detached top bar, a broken stroke: shorter than ``_FRAGMENT`` of a digit's
   height) join the component they overlap most along x, when they overlap one;
-- a component wider than ``_CUT_WIDTH`` digit heights may be two or more digits touching: it
-  is cut along up to ``_MAX_SEAMS`` *seams*, top-to-bottom paths that cross the least ink
-  (dynamic programming over rows, a column's step at most one pixel a row), each piece an
-  atom, each seam's cost (the ink it crosses, in strokes) kept so that a reading through it
+- the ink is scaled so that a digit is :data:`DIGIT_SCALE` px tall, and one pen measured
+  (and thickened if thin) for the whole number;
+- a component wider than :data:`service.imaging.seams.CUT_WIDTH` digit heights may be two
+  or more digits touching: it is cut along seams (:mod:`service.imaging.seams`), each piece
+  an atom, each seam's cost (the ink it crosses, in pens) kept so that a reading through it
   pays for it.
 
 Which runs of atoms are the digits is decided afterwards, with the model's help
@@ -31,6 +32,7 @@ from numpy.typing import NDArray
 from service.imaging.clean import no_digit
 from service.imaging.form_lines import stroke_mask
 from service.imaging.layout import DIGIT_SCALE, stroke_width, thicken_at_digit_scale
+from service.imaging.seams import cut
 
 FloatArray = NDArray[np.float32]
 
@@ -40,23 +42,9 @@ _SPECK: Final = 0.04
 _DIGIT_SIZED: Final = 0.4
 #: Components shorter than this fraction of the digit height are fragments of a digit.
 _FRAGMENT: Final = 0.5
-#: Components wider than this many digit heights are cut at seams.
-_CUT_WIDTH: Final = 1.0
-#: Seams start and end at least this fraction of the component's width from its sides ...
-_SEAM_MARGIN: Final = 0.15
-#: ... at least this many digit heights apart, and at most this many per component ...
-_SEAM_SPACING: Final = 0.2
-_MAX_SEAMS: Final = 4
-#: ... each near a place where the component would divide into digits this wide (digit
-#: heights), within this many digit heights of it.
-_DIGIT_WIDTH: Final = 0.6
-_SEAM_BAND: Final = 0.15
-#: A seam's diagonal step costs this much ink (keeps seams straight where ink is absent).
-_STEP_COST: Final = 0.05
 #: A component along a picture side over this fraction of it is the paper's edge.
 _EDGE_CONTACT: Final = 0.5
 #: How far (px) thickened strokes reach beyond the ink they grew from (the widest dilation).
-_ROW_NEIGHBOURS: Final = np.ones((1, 3), dtype=np.uint8)
 _OWNER_REACH: Final = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 7))
 
 
@@ -210,7 +198,7 @@ def _atoms(
         box = _scaled_box(boxes[g], x0, y0, factor, size)
         first = len(pieces) + 1
         group_atom[rank + 1] = first
-        seams = _seams(scaled, scaled_groups, rank + 1, box, scaled_height, pen)
+        seams = cut(scaled, scaled_groups, rank + 1, box, scaled_height, pen)
         pieces.append(box)
         seam_costs.append(0.0)
         if seams:
@@ -265,85 +253,3 @@ def _pen_width(ink: FloatArray) -> float:
     """The strokes' mean width in pixels (at least 1)."""
     width = stroke_width(ink)
     return max(1.0, width) if math.isfinite(width) else 1.0
-
-
-def _seams(
-    ink: FloatArray,
-    labels: NDArray[np.int32],
-    group: int,
-    box: tuple[int, int, int, int],
-    digit_height: float,
-    pen: float,
-) -> list[tuple[NDArray[np.int32], float]]:
-    """Up to ``_MAX_SEAMS`` cuts of a wide group, left to right: each a column per row of its
-    box (``(h,)``) and the ink it crosses in pen widths.
-
-    The seams tried: the cheapest anywhere in the group, and the cheapest near where the
-    group would divide if it were two, three or four digits of equal width (a touching
-    pair's junction is often not the group's cheapest cut: a 4's bar is thinner than the
-    place where a 3 runs into it).
-    """
-    x, y, width, height = box
-    if width <= _CUT_WIDTH * digit_height or height < 2:
-        return []
-    own = labels[y : y + height, x : x + width] == group
-    cost = np.where(own, ink[y : y + height, x : x + width], np.float32(0.0))  # (h, w)
-    margin = max(1, round(_SEAM_MARGIN * width))
-    if width - 2 * margin < 1:
-        return []
-    band = max(2, round(_SEAM_BAND * digit_height))
-    parts = min(_MAX_SEAMS + 1, max(2, round(width / (_DIGIT_WIDTH * digit_height))))
-    targets = [round(width * i / k) for k in range(2, parts + 1) for i in range(1, k)]
-    spacing = max(1, round(_SEAM_SPACING * digit_height))
-    seams: list[tuple[NDArray[np.int32], float]] = []
-    for target in [None, *targets]:
-        left, right = (
-            (margin, width - margin)
-            if target is None
-            else (
-                max(margin, target - band),
-                min(width - margin, target + band + 1),
-            )
-        )
-        if right - left < 1:
-            continue
-        table = _seam_table(np.ascontiguousarray(cost[:, left:right]))
-        end = int(np.argmin(table[-1]))
-        path = _backtrack(table, end) + left
-        if any(abs(int(path[-1]) - int(other[-1])) < spacing for other, _ in seams):
-            continue
-        seams.append((path, float(table[-1, end]) / pen))
-        if len(seams) == _MAX_SEAMS:
-            break
-    return sorted(seams, key=lambda seam: int(seam[0].mean()))
-
-
-def _seam_table(cost: FloatArray) -> FloatArray:
-    """``(h, w)``: the least ink a top-to-bottom path ending at each pixel crosses, a column's
-    step costing ``_STEP_COST``: per row, the previous row's 3-wide minimum (an erosion)."""
-    table = np.empty_like(cost)
-    table[0] = cost[0]
-    for row in range(1, cost.shape[0]):
-        above = table[row - 1 : row]  # (1, w)
-        reach = cv2.erode(above, _ROW_NEIGHBOURS, borderType=cv2.BORDER_REPLICATE)
-        np.minimum(above, reach + np.float32(_STEP_COST), out=table[row : row + 1])
-        table[row] += cost[row]
-    return table
-
-
-def _backtrack(table: FloatArray, end: int) -> NDArray[np.int32]:
-    """The seam's column in each row, from the bottom column ``end`` up: each row's cheapest
-    of the (at most three) columns it may have come from."""
-    rows, cols = table.shape
-    path = np.empty(rows, dtype=np.int32)
-    column = end
-    for row in range(rows - 1, 0, -1):
-        path[row] = column
-        above = table[row - 1]
-        options = [(float(above[column]), column)]  # staying costs no step
-        options += [
-            (float(above[c]) + _STEP_COST, c) for c in (column - 1, column + 1) if 0 <= c < cols
-        ]
-        column = min(options)[1]
-    path[0] = column
-    return path

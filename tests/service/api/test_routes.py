@@ -172,31 +172,32 @@ async def test_predict_batch_answers_each_file_and_isolates_bad_ones(
 # ---- errors ----------------------------------------------------------------------------------
 
 
-async def test_bad_bodies_get_documented_4xx(model_dir: Path) -> None:
+@pytest.mark.parametrize("route", ["/predict", "/read"])
+async def test_bad_bodies_get_documented_4xx(model_dir: Path, route: str) -> None:
     write_package(model_dir, "default")
     async with running_app(model_dir=model_dir, selftest=False, max_body_bytes=4096) as client:
-        assert_error(await client.post("/predict", content=b""), 400, "empty_body")
-        assert_error(await client.post("/predict", content=b"\x00garbage" * 10), 400)
+        assert_error(await client.post(route, content=b""), 400, "empty_body")
+        assert_error(await client.post(route, content=b"\x00garbage" * 10), 400)
         html = await client.post(
-            "/predict", content=b"<html></html>", headers={"content-type": "text/html"}
+            route, content=b"<html></html>", headers={"content-type": "text/html"}
         )
         assert_error(html, 415, "unsupported_media_type")
-        too_big = await client.post("/predict", content=b"\x89PNG" + b"0" * 5000)
+        too_big = await client.post(route, content=b"\x89PNG" + b"0" * 5000)
         assert_error(too_big, 413, "payload_too_large")
         bad_json = await client.post(
-            "/predict", content=b"{", headers={"content-type": "application/json"}
+            route, content=b"{", headers={"content-type": "application/json"}
         )
         assert_error(bad_json, 400, "bad_json")
-        bad_b64 = await client.post("/predict", json={"image": "***"})
+        bad_b64 = await client.post(route, json={"image": "***"})
         assert_error(bad_b64, 400, "bad_base64")
-        no_file = await client.post("/predict", files={"image": ("a.png", b"abc")})
+        no_file = await client.post(route, files={"image": ("a.png", b"abc")})
         assert_error(no_file, 400, "no_file")
-        bad_model = await client.post("/predict?model=Bad%20Name", content=b"x")
+        bad_model = await client.post(f"{route}?model=Bad%20Name", content=b"x")
         assert_error(bad_model, 422, "invalid_parameter")
-        bad_explain = await client.post("/predict?explain=maybe", content=b"x")
+        bad_explain = await client.post(f"{route}?explain=maybe", content=b"x")
         assert_error(bad_explain, 422, "invalid_parameter")
         assert_error(await client.get("/nowhere"), 404, "not_found")
-        assert_error(await client.get("/predict"), 405, "method_not_allowed")
+        assert_error(await client.get(route), 405, "method_not_allowed")
         # ...and the service still answers afterwards.
         assert (await client.get("/healthz")).status_code == 200
 

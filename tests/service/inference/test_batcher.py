@@ -773,13 +773,6 @@ async def test_a_rows_request_larger_than_a_batch_in_an_idle_batcher() -> None:
     assert summed(later) == 9.0 * PIXELS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG batcher._predict_batch: a batch whose requests all have one row "
-    "(rows == len(batch)) takes the single-image hot path and np.stack()s a (1, 28, 28) "
-    "rows item into host[:rows, 0] -> ValueError -> InferenceFailed; so POST /read of a "
-    "picture with a single candidate (e.g. one MNIST digit) answers 500",
-)
 @pytest.mark.parametrize("with_single", [False, True], ids=["alone", "with-a-single"])
 async def test_a_rows_request_of_one_row(with_single: bool) -> None:
     predict = HeldPredict(held=True)
