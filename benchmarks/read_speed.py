@@ -38,6 +38,9 @@ logger = logging.getLogger("benchmarks.read_speed")
 
 _REPOSITORY = Path(__file__).resolve().parents[1]
 MAX_PIXELS = 40_000_000
+#: Pause after each wrk run: requests its connections left in flight finish first (else the
+#: next run starts against their admission places and is partly refused).
+_SETTLE_S = 2.0
 #: The canvas of the issue's target: a six-digit number drawn on a web canvas.
 CANVAS_KIND, CANVAS_LENGTH = "spaced", 6
 
@@ -117,6 +120,7 @@ def throughput(
                 duration_s=3,
                 cpus=LOAD_CPU,
             )  # warm-up
+            time.sleep(_SETTLE_S)  # the warm-up's last requests finish before the measured run
             result = run_wrk(
                 server.base_url + route,
                 body=bodies,
@@ -125,6 +129,7 @@ def throughput(
                 cpus=LOAD_CPU,
             )
             logger.info("%s %s: %.1f req/s", route, label, result.requests_per_s)
+            time.sleep(_SETTLE_S)
             runs.append((route, label, result))
     return runs
 

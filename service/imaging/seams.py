@@ -31,6 +31,12 @@ _DIGIT_WIDTH: Final = 0.6
 _SEAM_BAND: Final = 0.15
 #: A seam's diagonal step costs this much ink (keeps seams straight where ink is absent).
 _STEP_COST: Final = 0.05
+#: A component narrower than this many digit heights is cut only where a seam crosses at most
+#: this many pens of ink (a thin junction: a 1 touching its neighbour, two digits touching at
+#: a point). Measured on numbers of training digits: dearer seams of such components never
+#: made a right reading, and leaving them out saves a third of the candidates.
+_NARROW: Final = 1.3
+_NARROW_CROSSING: Final = 1.0
 #: Row minima over a column and its two neighbours.
 _ROW_NEIGHBOURS: Final = np.ones((1, 3), dtype=np.uint8)
 
@@ -56,6 +62,11 @@ def cut(
         return []
     own = labels[y : y + height, x : x + width] == group
     cost = np.where(own, ink[y : y + height, x : x + width], np.float32(0.0))  # (h, w)
+    # Rows in pairs: half the dynamic program's steps, the ink crossed the same, the seam
+    # still free to drift a column every two rows.
+    if height % 2:
+        cost = np.vstack((cost, np.zeros((1, width), dtype=np.float32)))
+    cost = cost[0::2] + cost[1::2]  # (ceil(h / 2), w)
     margin = max(1, round(_SEAM_MARGIN * width))
     if width - 2 * margin < 1:
         return []
@@ -77,10 +88,15 @@ def cut(
             continue
         table = _seam_table(np.ascontiguousarray(cost[:, left:right]))
         end = int(np.argmin(table[-1]))
-        path = _backtrack(table, end) + left
+        crossed = float(table[-1, end]) / pen
+        if width < _NARROW * digit_height and crossed > _NARROW_CROSSING:
+            if target is None:
+                break  # the cheapest seam anywhere is too dear: so is every banded one
+            continue  # a narrow piece is cut only at a thin junction (a 1 touching a digit)
+        path = np.repeat(_backtrack(table, end), 2)[:height] + left  # (h,)
         if any(abs(int(path[-1]) - int(other[-1])) < spacing for other, _ in seams):
             continue
-        seams.append((path, float(table[-1, end]) / pen))
+        seams.append((path, crossed))
         if len(seams) == _MAX_SEAMS:
             break
     return sorted(seams, key=lambda seam: int(seam[0].mean()))
