@@ -1,6 +1,7 @@
 """The handwritten numbers the reader is measured on: deterministic, of the lengths and formats
 they claim, ``tight`` inks never touching and ``touching`` with exactly one touching pair (by
-the generator's own masks); and ``benchmarks.read_accuracy`` running on a few of them."""
+the generator's own masks); and ``benchmarks.read_accuracy`` and ``read_speed`` running on a
+few of them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import read_accuracy
+from benchmarks import read_accuracy, read_speed
 from benchmarks.image_kinds import default_data_dir
 from benchmarks.numbers import KINDS, Mask, NumberSample, make
 
@@ -156,3 +157,23 @@ def test_read_accuracy_runs_on_a_few_numbers(
     for misread in (tmp_path / "misreads").glob("lenet5/*"):
         truth, read = misread.stem.split("_true")[1].split("_read")
         assert truth != read
+
+
+def test_calibration_error_is_the_weighted_gap_between_confidence_and_exactness() -> None:
+    assert read_accuracy.calibration_error([(1.0, True), (0.0, False)]) == 0.0
+    # One bin at 0.95 holding one right and one wrong reading: a gap of 0.45.
+    assert read_accuracy.calibration_error([(0.95, True), (0.95, False)]) == pytest.approx(0.45)
+    assert read_accuracy.calibration_error([]) == 0.0
+
+
+def test_read_speed_times_the_preprocessing_of_each_kind(
+    mnist: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The preprocessing part only: the load part needs wrk and a free core (BENCHMARKS.md)."""
+    assert read_speed.main(["--per-kind", "1", "--no-load"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    names = [row.split(" | ")[0].lstrip("| ") for row in rows[1:]]  # after the header
+    assert names[1] == "6-digit canvas (spaced)" and names[2:] == list(KINDS)
+    for row in rows[1:]:
+        median_ms, candidates = float(row.split(" | ")[2]), float(row.split(" | ")[4].rstrip(" |"))
+        assert median_ms > 0 and candidates >= 1
