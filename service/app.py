@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from service import __doc__ as service_doc
-from service.api import health, models, page, predict, read
+from service.api import health, inference_protocol, models, page, predict, read
 from service.http.admission import Admission, ConcurrencyLimit, MemoryBudget
 from service.http.context import RequestContext
 from service.http.fast_path import PredictFastPath
@@ -62,16 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(read.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(inference_protocol.router)
     app.include_router(page.router)
     install_error_handlers(app)
     install_openapi(app)
     # Outermost last: RequestContext (arrival, id, log, metrics) -> CORS -> Admission (of the
-    # routes that do the work: /predict, /read) -> fast path of POST /predict, or else
-    # FastAPI's routes.
+    # routes that do the work: /predict, /read, /v2/.../infer) -> fast path of POST /predict,
+    # or else FastAPI's routes.
     app.add_middleware(PredictFastPath)
     limit, memory = admission_for(settings)
     metrics.watch_admission(lambda: (limit.limit, limit.in_flight, memory.reserved))
-    work = [*predict.router.routes, *read.router.routes]
+    work = [*predict.router.routes, *read.router.routes, *inference_protocol.INFER_ROUTES]
     app.add_middleware(Admission, limit=limit, memory=memory, routes=work)
     if settings.cors_origins:
         app.add_middleware(

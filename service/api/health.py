@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api.dependencies import RuntimeDep
 from service.api.schemas import Health, Readiness
+from service.inference.runtime import Runtime
 from service.observability.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
@@ -35,17 +36,24 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         m.label: "ready" if m.batcher.is_running else "not_running" for m in repo.served()
     }
     states |= {f"{f.name}/{f.version}": "failed" for f in repo.failed()}
-    reason = None
-    if runtime.draining or runtime.shutting_down:
-        reason = "shutting down"
-    elif not repo.loaded_once:
-        reason = "loading models"
-    elif not repo.default_ready():
-        reason = f"default model {runtime.settings.default_model!r} is not serving"
+    reason = not_ready_because(runtime)
     body = Readiness(ready=reason is None, models=states, reason=reason)
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=200 if reason is None else 503
     )
+
+
+def not_ready_because(runtime: Runtime) -> str | None:
+    """Why the service is not ready (``None``: it is), for ``/readyz`` and
+    ``/v2/health/ready``."""
+    repo = runtime.registry
+    if runtime.draining or runtime.shutting_down:
+        return "shutting down"
+    if not repo.loaded_once:
+        return "loading models"
+    if not repo.default_ready():
+        return f"default model {runtime.settings.default_model!r} is not serving"
+    return None
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

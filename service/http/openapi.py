@@ -1,5 +1,5 @@
-"""The OpenAPI document: FastAPI's, plus the schema of image bodies sent as JSON, which the
-route reads itself and so FastAPI cannot see."""
+"""The OpenAPI document: FastAPI's, plus the schemas of bodies the routes read themselves and
+so FastAPI cannot see: images sent as JSON, the Open Inference Protocol's infer request."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from service.api import inference_protocol
 from service.api.schemas import ImageJSON
 
 
@@ -24,9 +25,10 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components["ImageJSON"] = ImageJSON.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
+            template = "#/components/schemas/{model}"
+            components["ImageJSON"] = ImageJSON.model_json_schema(ref_template=template)
+            # The /v2 infer request, which its route reads as bytes (binary tensor data).
+            components.update(inference_protocol.openapi_components(template))
             app.openapi_schema = schema
         return app.openapi_schema
 
