@@ -69,14 +69,20 @@ def prediction(
         probabilities=probabilities,
         uncertain=confidence < uncertain_below,
         model=ModelRef(name=model.card.name, version=model.card.version),
-        timing_ms=Timing(
-            queue=round(result.queue_ms, 3),
-            inference=round(result.inference_ms, 3),
-            total=round((time.perf_counter() - received_at) * 1000.0, 3),
-        ),
+        timing_ms=timing(result, received_at),
         batch_size=result.batch_size,
         digits_seen=digits_seen,
         image=base64.b64encode(encode_png(image)).decode("ascii") if image is not None else None,
+    )
+
+
+def timing(result: BatchResult, received_at: float) -> Timing:
+    """Where a request's time went: its batch's queue wait and forward pass, and the total
+    since ``received_at`` (``time.perf_counter()``), in milliseconds."""
+    return Timing(
+        queue=round(result.queue_ms, 3),
+        inference=round(result.inference_ms, 3),
+        total=round((time.perf_counter() - received_at) * 1000.0, 3),
     )
 
 

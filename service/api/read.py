@@ -10,11 +10,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.answers import arrived_at, json_response, record_model, unless_client_leaves
+from service.api.answers import (
+    arrived_at,
+    json_response,
+    record_model,
+    timing,
+    unless_client_leaves,
+)
 from service.api.dependencies import Accepting, ApiKey, RuntimeDep
 from service.api.docs import ERRORS, IMAGE_BODY
 from service.api.intake import image_from_request
-from service.api.schemas import Box, ModelRef, ReadDigit, Reading, Timing
+from service.api.schemas import Box, ModelRef, ReadDigit, Reading
 from service.errors import InvalidParameter
 from service.imaging import encode_png
 from service.imaging import reading as numbers
@@ -129,11 +135,7 @@ def _answer(
         uncertain=uncertain,
         digits=digits,
         model=ModelRef(name=served.card.name, version=served.card.version),
-        timing_ms=Timing(
-            queue=round(result.queue_ms, 3),
-            inference=round(result.inference_ms, 3),
-            total=round((time.perf_counter() - received_at) * 1000.0, 3),
-        ),
+        timing_ms=timing(result, received_at),
         batch_size=result.batch_size,
         candidates=len(candidates.spans),
     )
