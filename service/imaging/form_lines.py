@@ -9,8 +9,11 @@ Lines are told from digits by shape, on the strokes' mask, component by componen
   horizontal one at least half its width, a vertical one at least ``_FRAME_SIDE`` of its
   height) are erased, which leaves whatever digit touched it;
 - a *rule* (a baseline, an underline) is a component much wider than a digit is tall: its
-  horizontal runs of at least ``_RULE_LENGTH`` digit heights are erased, which leaves the
-  digits that sit on it.
+  horizontal runs of at least ``_RULE_LENGTH`` digit heights and ``_RULE_SPAN`` of its width
+  are erased, which leaves the digits that sit on it.
+
+Both are looked for straightened too (within ``_MAX_SKEW`` degrees): a form photographed a
+little askew.
 
 The runs are found by morphological openings with line-shaped kernels, on the component's
 box only, so the work is bounded by the picture's size.
@@ -18,6 +21,7 @@ box only, so the work is bounded by the picture's size.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import cv2
@@ -39,9 +43,16 @@ _FRAME_EDGE: Final = 0.15
 #: A rule is a component at least this many digit heights wide; its runs this long are erased.
 _RULE_WIDTH: Final = 1.6
 _RULE_LENGTH: Final = 1.5
+#: ... and at least this fraction of the component's width: a baseline spans the digits that
+#: stand on it, while no stroke of touching digits spans their width.
+_RULE_SPAN: Final = 0.8
 #: Components at least this tall, as a fraction of the tallest, count as digits when the
 #: digit height is estimated.
 _DIGIT_SIZED: Final = 0.4
+#: Lines are looked for at these angles (degrees) as well as level: a form photographed
+#: a little askew.
+_MAX_SKEW: Final = 4.0
+_SKEWS: Final = [a for a in np.arange(-_MAX_SKEW, _MAX_SKEW + 0.01, 0.5) if a != 0.0]
 #: Erased runs are widened by this many pixels, for their anti-aliased edges.
 _EDGE: Final = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 
@@ -75,14 +86,12 @@ def remove_form_lines(ink: FloatArray) -> FloatArray:
             continue  # a digit: the common case, no opening needed
         box = (slice(y, y + height), slice(x, x + width))
         own = (labels[box] == index + 1).view(np.uint8)
-        across = _runs(own, max(3, round(_FRAME_TOP * width)), horizontal=True)
-        if frame and _closed(across):
-            runs = across | _runs(own, max(3, round(_FRAME_SIDE * height)), horizontal=False)
-        elif rule:
-            runs = _runs(own, round(_RULE_LENGTH * digit_height), horizontal=True)
-        else:
-            continue
-        erase[box] |= runs
+        # Level first; lines photographed askew are found straightened, erased where they lie.
+        for upright, back in _views(own):
+            runs = _line_runs(upright, frame=frame, rule=rule, digit_height=digit_height)
+            if runs is not None:
+                erase[box] |= back(runs) & own
+                break
     if not erase.any():
         return ink
     erase = cv2.dilate(erase, _EDGE)
@@ -118,6 +127,67 @@ def _holds_another(
         & (heights >= 0.5 * digit_height)
     )
     return bool(inside.any())
+
+
+def _line_runs(upright: Mask, *, frame: bool, rule: bool, digit_height: float) -> Mask | None:
+    """A frame's or rule's straight runs in ``upright`` (the component, level), or ``None``
+    when it holds no such lines at this angle."""
+    _, _, width, height = cv2.boundingRect(upright)
+    across = _runs(upright, max(3, round(_FRAME_TOP * width)), horizontal=True)
+    if frame and _closed(across[np.any(upright, axis=1)]):
+        return across | _runs(upright, max(3, round(_FRAME_SIDE * height)), horizontal=False)
+    if rule:
+        length = max(round(_RULE_LENGTH * digit_height), round(_RULE_SPAN * width))
+        runs = _runs(upright, length, horizontal=True)
+        if runs.any():
+            return runs
+    return None
+
+
+def _views(own: Mask) -> Iterator[tuple[Mask, Callable[[Mask], Mask]]]:
+    """``own`` as it is, then (only if asked for) straightened, each with the function that
+    takes a mask of the view back to ``own``'s frame."""
+    yield own, lambda mask: mask
+    upright, back = _straightened(own)
+    if upright is not own:
+        yield upright, back
+
+
+def _straightened(own: Mask) -> tuple[Mask, Callable[[Mask], Mask]]:
+    """``own`` rotated by the angle (within ``_MAX_SKEW`` degrees) that lines its longest
+    straight run up with the rows, and the function that takes a mask of the rotated picture
+    back to ``own``'s frame. Unrotated (and the identity) when it is already level."""
+    height, width = own.shape
+    best, best_angle = int(own.sum(axis=1).max()), 0.0
+    for angle in _SKEWS:
+        rotated, _ = _rotation(own, angle)
+        score = int(rotated.sum(axis=1).max())
+        if score > best:
+            best, best_angle = score, float(angle)
+    if best_angle == 0.0:
+        return own, lambda mask: mask
+    rotated, matrix = _rotation(own, best_angle)
+    inverse = cv2.invertAffineTransform(matrix)
+
+    def back(mask: Mask) -> Mask:
+        restored: Mask = cv2.warpAffine(mask, inverse, (width, height), flags=cv2.INTER_NEAREST)
+        return restored
+
+    return rotated, back
+
+
+def _rotation(own: Mask, angle: float) -> tuple[Mask, NDArray[np.float64]]:
+    """``own`` rotated by ``angle`` degrees about its centre on a canvas that holds all of
+    it (nearest neighbour: a mask stays a mask), and the affine matrix used."""
+    height, width = own.shape
+    radians = np.deg2rad(angle)
+    cos, sin = abs(np.cos(radians)), abs(np.sin(radians))
+    size = (int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos)))
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    matrix[0, 2] += (size[0] - width) / 2
+    matrix[1, 2] += (size[1] - height) / 2
+    rotated: Mask = cv2.warpAffine(own, matrix, size, flags=cv2.INTER_NEAREST)
+    return rotated, matrix
 
 
 def _closed(across: Mask) -> bool:

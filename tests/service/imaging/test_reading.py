@@ -173,6 +173,20 @@ def test_a_box_around_the_digits_is_erased(model: torch.jit.ScriptModule, mnist:
     assert read(model, png(picture)) == "9170"
 
 
+@pytest.mark.parametrize("degrees", [-3.0, 2.5])
+def test_a_form_photographed_askew_loses_its_lines(
+    model: torch.jit.ScriptModule, mnist: Mnist, degrees: float
+) -> None:
+    picture = on_paper(mnist, number_of(mnist, "9170"), gap=5)
+    height, width = picture.shape
+    cv2.rectangle(picture, (6, 6), (width - 7, height - 7), 0, 2)
+    bottom = int(np.flatnonzero((picture[10:-10] < 128).any(axis=1))[-1]) + 10
+    cv2.line(picture, (12, bottom + 2), (width - 12, bottom + 2), 0, 2)  # and a baseline
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)
+    askew = cv2.warpAffine(picture, turn, (width, height), borderValue=255)
+    assert read(model, png(np.asarray(askew, dtype=np.uint8))) == "9170"
+
+
 def test_comb_cells_one_per_digit(model: torch.jit.ScriptModule, mnist: Mnist) -> None:
     cell, digits = 84, "2468"
     paper = np.full((110, cell * len(digits) + 20), 255, dtype=np.uint8)
