@@ -441,12 +441,14 @@ async def test_a_collection_of_only_dropped_requests_is_reported_and_runs_nothin
     ]
 
 
-async def test_out_of_memory_splits_the_batch_in_halves_and_retries() -> None:
-    def small_batches_only(batch: torch.Tensor) -> torch.Tensor:
-        if batch.shape[0] > 2:
-            raise torch.OutOfMemoryError("batch too large for the device")
-        return row_sums(batch)
+def small_batches_only(batch: torch.Tensor) -> torch.Tensor:
+    """Row sums, as a device that runs out of memory beyond two images would give them."""
+    if batch.shape[0] > 2:
+        raise torch.OutOfMemoryError("batch too large for the device")
+    return row_sums(batch)
 
+
+async def test_out_of_memory_splits_the_batch_in_halves_and_retries() -> None:
     predict = HeldPredict(small_batches_only, held=True)
     async with serving(predict, max_batch_size=8) as batcher:
         first = batcher.enqueue(image(0.0))
@@ -860,11 +862,6 @@ async def test_an_inference_failure_fails_the_rows_request_and_the_worker_goes_o
 
 
 async def test_out_of_memory_splits_a_rows_request_and_joins_its_rows_again() -> None:
-    def small_batches_only(batch: torch.Tensor) -> torch.Tensor:
-        if batch.shape[0] > 2:
-            raise torch.OutOfMemoryError("batch too large for the device")
-        return row_sums(batch)
-
     predict = HeldPredict(small_batches_only, held=True)
     async with serving(predict, max_batch_size=8) as batcher:
         first = batcher.enqueue(image(0.0))
