@@ -1,7 +1,10 @@
-"""Command line: ``python -m training train --arch NAME ...``, ``train-all`` and ``results``.
+"""Command line: ``python -m training train --arch NAME ...``, ``train-all``, ``finetune``
+and ``results``.
 
 Each architecture's hyper-parameters are defaults in ``training.architectures``; the flags only
-override them. The command line is recorded in each package's card.
+override them. ``finetune --from default --data PATH --name NAME`` fine-tunes a package on your
+own labelled digits (``training.finetune``). The command line is recorded in each package's
+card.
 """
 
 from __future__ import annotations
@@ -15,10 +18,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from digits_client.labelled import LabelledDataError
 
+from service.packages.verification import PackageError
 from training.architectures import ARCHITECTURES, get_architecture
 from training.data import DatasetError
 from training.export import ExportError
+from training.finetune import (
+    HELD_OUT_FRACTION,
+    MIN_PER_DIGIT,
+    MNIST_FRACTION,
+    FineTuneError,
+    FineTuneOptions,
+    FineTuneSummary,
+    finetune,
+    recipe_with,
+)
 from training.pipeline import PackageSummary, RunOptions, recipe_for, train_and_export
 from training.results import results_table
 from training.train import CheckpointMismatch
@@ -98,6 +113,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(train_all)
 
+    tune = commands.add_parser(
+        "finetune",
+        help="fine-tune a package on your own labelled digits and export it under a new name",
+        description="Fine-tune a package on a folder of class folders 0/..9/ or a CSV of "
+        "file,label: the images go through the service's own imaging stage; a stratified, "
+        "seeded share is held out to measure before and after; MNIST training digits are "
+        "mixed in so MNIST accuracy holds; the temperature is refitted. About a minute on two "
+        "CPU cores for a thousand images.",
+    )
+    tune.add_argument(
+        "--from",
+        dest="base",
+        default="default",
+        metavar="NAME[/VERSION]",
+        help="package to start from (default: %(default)s, its newest version)",
+    )
+    tune.add_argument(
+        "--data", type=Path, required=True, help="folder of 0/..9/ or CSV of file,label"
+    )
+    tune.add_argument(
+        "--name", required=True, help="the new package's name (a new version if it exists)"
+    )
+    tune.add_argument(
+        "--held-out",
+        type=float,
+        default=HELD_OUT_FRACTION,
+        help="share of each digit's images held out (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--mnist-fraction",
+        type=float,
+        default=MNIST_FRACTION,
+        help="share of MNIST training digits in the fine-tuning set (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--min-per-digit",
+        type=int,
+        default=MIN_PER_DIGIT,
+        help="fewest images each digit needs (default: %(default)s)",
+    )
+    tune.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
+    tune.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    tune.add_argument("--lr", type=float, help="override the recipe's peak learning rate")
+    tune.add_argument(
+        "--strict", action="store_true", help="refuse unreadable images instead of skipping them"
+    )
+    tune.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="a few batches, few MNIST digits; still exports a package that loads",
+    )
+    _add_common(tune)
+
     results = commands.add_parser("results", help="Markdown table of the packages in a folder")
     results.add_argument(
         "--model-dir",
@@ -149,13 +217,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
+    command = "python -m training " + shlex.join(arguments)
     try:
-        _train(args, command="python -m training " + shlex.join(arguments))
-    except (DatasetError, ExportError, CheckpointMismatch) as error:
+        if args.command == "finetune":
+            _write_finetuned(finetune(_finetune_options(args, command)))
+        else:
+            _train(args, command=command)
+    except (
+        DatasetError,
+        ExportError,
+        CheckpointMismatch,
+        FineTuneError,
+        LabelledDataError,
+        PackageError,
+    ) as error:
         # Expected failures get one clear line, not a traceback.
         logger.error("%s", error)
         return 1
     return 0
+
+
+def _finetune_options(args: argparse.Namespace, command: str) -> FineTuneOptions:
+    for flag, value in (("--held-out", args.held_out), ("--mnist-fraction", args.mnist_fraction)):
+        if not 0.0 <= value < 1.0 or (flag == "--held-out" and value == 0.0):
+            build_parser().error(f"{flag} must be a fraction in (0, 1), got {value}")
+    return FineTuneOptions(
+        base=args.base,
+        data=args.data,
+        name=args.name,
+        model_dir=args.out,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        runs_dir=args.runs_dir,
+        recipe=recipe_with(epochs=args.epochs, lr=args.lr, dry_run=args.dry_run),
+        mnist_fraction=args.mnist_fraction,
+        held_out_fraction=args.held_out,
+        split_seed=args.seed,
+        min_per_digit=args.min_per_digit,
+        strict=args.strict,
+        resume=args.resume,
+        dry_run=args.dry_run,
+        device=args.device,
+        command=command,
+    )
+
+
+def _write_finetuned(summary: FineTuneSummary) -> None:
+    """Before and after, and how to serve the new package."""
+    tuning = summary.fine_tuning
+    base = f"{tuning.base.name}/{tuning.base.version}"
+    name = f"{summary.card.name}/{summary.card.version}"
+    held = tuning.split.held_out_images
+    sys.stdout.write(
+        f"{summary.package_dir}: fine-tuned from {base} on {tuning.split.train_images} own "
+        f"images ({summary.duration_s:.0f} s)\n"
+        f"  own held-out ({held} images): {tuning.before.held_out:.2%} -> "
+        f"{tuning.after.held_out:.2%}\n"
+        f"  MNIST test ({tuning.after.mnist_test_samples} digits): "
+        f"{tuning.before.mnist_test:.2%} -> {tuning.after.mnist_test:.2%}\n"
+        f"Serve it: POST /models/reload (digits reload), then ask for model={summary.card.name} "
+        f"({name})\n"
+    )
 
 
 def _train(args: argparse.Namespace, command: str) -> None:

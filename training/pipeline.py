@@ -79,14 +79,14 @@ class PackageSummary:
         return self.card.metrics.test_accuracy >= self.target_accuracy
 
 
-def _device_description(device: torch.device) -> str:
+def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     threads = torch.get_num_threads()
     return f"{device.type}, {threads} thread{'s' if threads > 1 else ''}"
 
 
-def _optimizer_description(recipe: TrainingRecipe) -> str:
+def describe_optimizer(recipe: TrainingRecipe) -> str:
     names = {"sgd": "SGD (Nesterov momentum 0.9)", "adam": "Adam", "adamw": "AdamW"}
     loss = "cross-entropy"
     if recipe.label_smoothing:
@@ -95,7 +95,7 @@ def _optimizer_description(recipe: TrainingRecipe) -> str:
     return f"{names[recipe.optimizer]}; loss {loss}{precision}; keeps the best-on-validation epoch"
 
 
-def _stage_dir(package_dir: Path) -> Path:
+def stage_dir(package_dir: Path) -> Path:
     """An empty sibling folder to build the package in, so a failed run leaves no half package."""
     staging = package_dir.with_name(f".{package_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -103,7 +103,7 @@ def _stage_dir(package_dir: Path) -> Path:
     return staging
 
 
-def _publish(staging: Path, package_dir: Path) -> None:
+def publish(staging: Path, package_dir: Path) -> None:
     if package_dir.exists():
         logger.warning("replacing the existing package %s", package_dir)
         shutil.rmtree(package_dir)
@@ -123,7 +123,7 @@ def train_and_export(
         "training %s (%d parameters) on %s: %s",
         architecture.name,
         count_parameters(network),
-        _device_description(device),
+        describe_device(device),
         recipe,
     )
     suffix = "-dry-run" if options.dry_run else ""
@@ -143,7 +143,7 @@ def train_and_export(
     ece_before = expected_calibration_error(validation_logits, splits.validation.labels)
 
     package_dir = options.out_dir / architecture.name / options.version
-    staging = _stage_dir(package_dir)
+    staging = stage_dir(package_dir)
     try:
         check_batch = to_float(splits.validation.images[:CHECK_BATCH_SIZE])  # (64, 1, 28, 28)
         exported = export_model_files(network, temperature, staging, check_batch)
@@ -171,7 +171,7 @@ def train_and_export(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _publish(staging, package_dir)
+    publish(staging, package_dir)
     summary = PackageSummary(
         package_dir=package_dir,
         card=card,
@@ -219,14 +219,14 @@ def _training_settings(
 ) -> TrainingSettings:
     return TrainingSettings(
         epochs=recipe.epochs,
-        optimizer=_optimizer_description(recipe),
+        optimizer=describe_optimizer(recipe),
         lr=recipe.lr,
         weight_decay=recipe.weight_decay,
         batch_size=recipe.batch_size,
         schedule=recipe.describe_schedule(),
         augmentation=recipe.augmentation.describe() if recipe.augmentation else None,
         seed=recipe.seed,
-        device=_device_description(device),
+        device=describe_device(device),
         duration_s=round(fitted.duration_s, 1),
     )
 

@@ -58,9 +58,9 @@ _FLOOR_FRACTION: Final = 0.12
 _DARKEST_PAPER: Final = 0.05
 #: Median absolute deviation -> standard deviation, for normally distributed noise.
 _MAD_TO_SIGMA: Final = 1.4826
-#: A picture too small for a cell grid whose ink covers about half of it or more (a tight
-#: crop: a form's field, a data set's 8x8 digit scaled up) has no paper at its median; its
-#: paper is looked for at this quantile of its pixels instead. (scikit-learn's digits scaled
+#: A small picture whose ink covers about half of it or more (a tight crop: a form's field, a
+#: data set's 8x8 digit scaled up) has no paper at its median, nor in half its grid's cells;
+#: its paper is looked for, flat, at this quantile of its pixels instead. (scikit-learn's digits scaled
 #: to 28x28: every one refused at the median; read 96.6 % of them at 0.2, 89 % at 0.1, which
 #: sits under the paper's own blur.)
 _DENSE_PAPER_QUANTILE: Final = 0.2
@@ -112,8 +112,8 @@ def strokes_of(grey: Grey, find: Callable[[FloatArray], T]) -> T:
     ``grey``: ink on black, the background flattened and zeroed, the pen at 1.
 
     When it finds nothing, the background was mistaken (a small note on a large table is
-    mostly table): the strokes are looked for the other way round before giving up. A picture
-    too small for a grid is then looked at once more with its paper at
+    mostly table): the strokes are looked for the other way round before giving up. A small
+    picture (under :data:`_OPENING_MIN_SIDE`) is then looked at once more on flat paper at
     :data:`_DENSE_PAPER_QUANTILE`, both ways round: ink may cover most of a tight crop.
     """
     grid = cell_grid(grey)
@@ -123,7 +123,7 @@ def strokes_of(grey: Grey, find: Callable[[FloatArray], T]) -> T:
         (ink, ink_grid, 0.5),
         (np.float32(1.0) - ink, inverted(ink_grid), 0.5),
     ]
-    if grid is None:
+    if min(grey.shape) < _OPENING_MIN_SIDE:  # small: a canvas, a scan, a crop; flat paper
         attempts += [(view, None, _DENSE_PAPER_QUANTILE) for view, _, _ in attempts]
     for view, view_grid, paper_quantile in attempts[:-1]:
         try:

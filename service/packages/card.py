@@ -58,14 +58,18 @@ class Metrics(_Strict):
 
 
 class Calibration(_Strict):
-    """Temperature scaling fitted on the validation split; ECE with equal-width bins."""
+    """Temperature scaling fitted on held-out data; ECE with equal-width bins.
+
+    ``split``: MNIST's validation split, or (a fine-tuned package) the user's held-out images
+    with MNIST validation digits in the fine-tuning's proportion.
+    """
 
     method: Literal["temperature"] = "temperature"
     temperature: float = Field(gt=0.0)
     ece_before: Fraction
     ece_after: Fraction
     bins: int = Field(default=15, gt=0)
-    split: Literal["validation"] = "validation"
+    split: Literal["validation", "held_out_and_validation"] = "validation"
 
 
 class TrainingSettings(_Strict):
@@ -92,6 +96,58 @@ class DatasetInfo(_Strict):
     test_samples: int = Field(ge=0)
     split_seed: int
     sha256: dict[str, Sha256]
+
+
+class BasePackage(_Strict):
+    """The package a fine-tuned one started from."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=VERSION_PATTERN)
+    sha256: Sha256
+
+
+class UserData(_Strict):
+    """A user's labelled images, as fine-tuning read them."""
+
+    source: str = Field(description="The folder or CSV, as given.")
+    sha256: Sha256 = Field(
+        description="SHA-256 of the sorted lines `relative path<TAB>label<TAB>file SHA-256`."
+    )
+    images: int = Field(gt=0, description="Images used.")
+    bytes: int = Field(ge=0, description="Their size on disk.")
+    skipped: int = Field(ge=0, description="Files left out: unreadable, or no digit found.")
+    per_digit: dict[str, int] = Field(description="Images used per label.")
+
+
+class FineTuneSplit(_Strict):
+    """The user's images split per digit (stratified), by a seeded permutation."""
+
+    seed: int
+    held_out_fraction: Fraction
+    train_images: int = Field(gt=0)
+    held_out_images: int = Field(gt=0)
+    mnist_fraction: Fraction = Field(
+        description="Share of MNIST training digits in the fine-tuning set."
+    )
+    mnist_images: int = Field(ge=0)
+
+
+class Accuracies(_Strict):
+    """Accuracy on the user's held-out images and on the 10,000 MNIST test digits."""
+
+    held_out: Fraction
+    mnist_test: Fraction
+    mnist_test_samples: int = Field(gt=0)
+
+
+class FineTuning(_Strict):
+    """How a package was fine-tuned on a user's own digits, and what it changed."""
+
+    base: BasePackage
+    data: UserData
+    split: FineTuneSplit
+    before: Accuracies = Field(description="The base package's file.")
+    after: Accuracies = Field(description="This package's file.")
 
 
 class PackageFile(_Strict):
@@ -132,6 +188,9 @@ class ModelCard(_Strict):
     torch_version: str
     created_at: datetime
     command: str = Field(description="The command line that produced this package.")
+    fine_tuning: FineTuning | None = Field(
+        default=None, description="Set when the package was fine-tuned on a user's digits."
+    )
 
     @field_validator("created_at")
     @classmethod
