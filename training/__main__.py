@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from digits_client.labelled import LabelledDataError
 
+from service.packages.discovery import find_packages
 from service.packages.verification import PackageError
 from training.architectures import ARCHITECTURES, get_architecture
-from training.data import DatasetError
+from training.data import DatasetError, load_mnist
 from training.export import ExportError
 from training.finetune import (
     HELD_OUT_FRACTION,
@@ -35,6 +36,7 @@ from training.finetune import (
     recipe_with,
 )
 from training.pipeline import PackageSummary, RunOptions, recipe_for, train_and_export
+from training.remeasure import remeasure
 from training.results import results_table
 from training.train import CheckpointMismatch
 
@@ -166,6 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(tune)
 
+    again = commands.add_parser(
+        "remeasure",
+        help="measure each package's file on the test set: test ECE, reliability diagram",
+    )
+    again.add_argument(
+        "--model-dir",
+        "--out",
+        dest="out",
+        type=Path,
+        default=REPO_ROOT / "models",
+        help="model folder (default: %(default)s)",
+    )
+    again.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    again.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "mnist")
+
     results = commands.add_parser("results", help="Markdown table of the packages in a folder")
     results.add_argument(
         "--model-dir",
@@ -215,12 +232,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.threads:
+    if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     command = "python -m training " + shlex.join(arguments)
     try:
         if args.command == "finetune":
             _write_finetuned(finetune(_finetune_options(args, command)))
+        elif args.command == "remeasure":
+            splits = load_mnist(args.data_dir, args.cache_dir)
+            for package in find_packages(args.out).values():
+                card = remeasure(package, splits)
+                sys.stdout.write(f"{package}: test ECE {card.calibration.test_ece:.4f}\n")
         else:
             _train(args, command=command)
     except (

@@ -58,8 +58,10 @@ from training.pipeline import (
 from training.report import (
     CONFUSION_FILENAME,
     HISTORY_FILENAME,
+    RELIABILITY_FILENAME,
     plot_confusion_matrix,
     plot_history,
+    plot_reliability,
 )
 from training.train import fit, predict_logits, select_device
 
@@ -216,6 +218,12 @@ def finetune(options: FineTuneOptions) -> FineTuneSummary:
             staging / CONFUSION_FILENAME,
             f"{options.name}: own held-out digits",
         )
+        plot_reliability(
+            _logits(exported.torchscript, calibration_set).softmax(dim=1),
+            calibration_set.labels,
+            staging / RELIABILITY_FILENAME,
+            f"{options.name}: own held-out and MNIST validation, calibrated",
+        )
         card = ModelCard(
             name=options.name,
             version=version,
@@ -232,6 +240,9 @@ def finetune(options: FineTuneOptions) -> FineTuneSummary:
                 ece_after=expected_calibration_error(calibrated, calibration_set.labels),
                 bins=ECE_BINS,
                 split="held_out_and_validation",
+                test_ece=expected_calibration_error(
+                    _logits(exported.torchscript, test), test.labels
+                ),
             ),
             training=base_card.training.model_copy(
                 update={

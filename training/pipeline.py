@@ -34,8 +34,10 @@ from training.report import (
     CONFUSION_FILENAME,
     HISTORY_FILENAME,
     MISTAKES_FILENAME,
+    RELIABILITY_FILENAME,
     plot_confusion_matrix,
     plot_history,
+    plot_reliability,
     plot_worst_mistakes,
 )
 from training.train import FitResult, fit, predict_logits, select_device
@@ -71,7 +73,6 @@ class PackageSummary:
     card: ModelCard
     target_accuracy: float
     source_accuracy: float
-    test_ece: float
     dry_run: bool
 
     @property
@@ -177,7 +178,6 @@ def train_and_export(
         card=card,
         target_accuracy=architecture.target_accuracy,
         source_accuracy=architecture.source_accuracy,
-        test_ece=expected_calibration_error(measured.test_logits, splits.test.labels),
         dry_run=options.dry_run,
     )
     _log_outcome(summary)
@@ -210,6 +210,7 @@ def _measure(
         ece_before=ece_before,
         ece_after=expected_calibration_error(validation_out, splits.validation.labels),
         bins=ECE_BINS,
+        test_ece=expected_calibration_error(test_out, splits.test.labels),
     )
     return _Measured(metrics, calibration, test_out)
 
@@ -271,6 +272,12 @@ def _write_reports(
         test_out.softmax(dim=1),
         folder / MISTAKES_FILENAME,
         f"{name}: most confident test errors",
+    )
+    plot_reliability(
+        test_out.softmax(dim=1),
+        splits.test.labels,
+        folder / RELIABILITY_FILENAME,
+        f"{name}: MNIST test, calibrated",
     )
 
 

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # (the backend must be chosen first)
 HISTORY_FILENAME = "curves.png"
 CONFUSION_FILENAME = "confusion_matrix.png"
 MISTAKES_FILENAME = "worst_mistakes.png"
+RELIABILITY_FILENAME = "reliability.png"
 DPI = 90
 
 
@@ -99,6 +100,43 @@ def plot_worst_mistakes(
             fontsize=8,
         )
     figure.suptitle(f"{title}: true→predicted, confidence ({len(wrong)} errors)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return path
+
+
+def plot_reliability(
+    probabilities: torch.Tensor, labels: torch.Tensor, path: Path, title: str, bins: int = 15
+) -> Path:
+    """Reliability diagram: accuracy against mean confidence per equal-width confidence bin
+    (the bins of :func:`training.calibration.expected_calibration_error`), bar widths the bins,
+    the diagonal what perfect calibration would give; a log-scale count of each bin below.
+
+    ``probabilities`` (N, 10), ``labels`` (N,).
+    """
+    confidence, predicted = probabilities.double().max(dim=1)
+    correct = (predicted == labels).double()
+    index = (confidence * bins).ceil().long().clamp(1, bins) - 1
+    counts = torch.bincount(index, minlength=bins).double()
+    hits = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct)
+    mean_confidence = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
+    filled = counts > 0
+    accuracy = torch.where(filled, hits / counts.clamp(min=1), torch.zeros_like(hits))
+    mean_confidence = torch.where(filled, mean_confidence / counts.clamp(min=1), 0.0)
+    edges = torch.arange(bins, dtype=torch.float64) / bins
+    figure, (axes, count_axes) = plt.subplots(
+        2, 1, figsize=(4.5, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    axes.bar(edges.numpy(), accuracy.numpy(), width=1 / bins, align="edge", edgecolor="black",
+             label="accuracy")  # fmt: skip
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    axes.scatter(mean_confidence[filled].numpy(), accuracy[filled].numpy(), color="red", s=10,
+                 zorder=3, label="mean confidence")  # fmt: skip
+    axes.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    axes.legend(loc="upper left", fontsize=8)
+    count_axes.bar(edges.numpy(), counts.numpy(), width=1 / bins, align="edge", log=True)
+    count_axes.set(xlabel="confidence", ylabel="digits")
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)

@@ -8,9 +8,9 @@ from service.packages.card import ModelCard, version_key
 from training.architectures import ARCHITECTURES
 
 HEADER = (
-    "| model | parameters | test accuracy | source reports | target | ECE before → after "
-    "(T) | training time | device |\n"
-    "|---|---:|---:|---:|---:|---|---:|---|\n"
+    "| model | parameters | test accuracy | source reports | target | validation ECE before → "
+    "after (T) | test ECE | training time | device |\n"
+    "|---|---:|---:|---:|---:|---|---:|---:|---|\n"
 )
 
 
@@ -20,11 +20,13 @@ def _row(card: ModelCard) -> str:
     target = f"{architecture.target_accuracy:.2%}" if architecture else "–"
     calibration = card.calibration
     minutes = card.training.duration_s / 60
+    test_ece = "–" if calibration.test_ece is None else f"{calibration.test_ece:.4f}"
     return (
         f"| `{card.name}` v{card.version} | {card.parameters:,} | "
         f"{card.metrics.test_accuracy:.2%} | {source} | {target} | "
         f"{calibration.ece_before:.4f} → {calibration.ece_after:.4f} "
-        f"({calibration.temperature:.2f}) | {minutes:.1f} min | {card.training.device} |\n"
+        f"({calibration.temperature:.2f}) | {test_ece} | {minutes:.1f} min | "
+        f"{card.training.device} |\n"
     )
 
 

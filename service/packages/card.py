@@ -60,8 +60,11 @@ class Metrics(_Strict):
 class Calibration(_Strict):
     """Temperature scaling fitted on held-out data; ECE with equal-width bins.
 
-    ``split``: MNIST's validation split, or (a fine-tuned package) the user's held-out images
-    with MNIST validation digits in the fine-tuning's proportion.
+    ``split``: what fitted the temperature (and chose the epoch), on which ``ece_before`` and
+    ``ece_after`` are measured: MNIST's validation split, or (a fine-tuned package) the user's
+    held-out images with MNIST validation digits in the fine-tuning's proportion.
+    ``test_ece`` is the calibrated file's ECE on the MNIST test set, which fitted nothing: the
+    figure for confidence on unseen digits.
     """
 
     method: Literal["temperature"] = "temperature"
@@ -70,6 +73,9 @@ class Calibration(_Strict):
     ece_after: Fraction
     bins: int = Field(default=15, gt=0)
     split: Literal["validation", "held_out_and_validation"] = "validation"
+    test_ece: Fraction | None = Field(
+        default=None, description="ECE after scaling on the MNIST test set (unseen digits)."
+    )
 
 
 class TrainingSettings(_Strict):

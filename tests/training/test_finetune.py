@@ -103,6 +103,7 @@ def test_a_dry_run_exports_a_package_the_service_serves_after_a_reload(
     assert tuning.base.name == "lenet5" and tuning.base.version == "1"
     assert tuning.before.mnist_test_samples == tuning.after.mnist_test_samples == DRY_RUN_TEST
     assert card.architecture == "lenet5" and card.calibration.split == "held_out_and_validation"
+    assert card.calibration.test_ece is not None
     assert card.description.startswith("DRY RUN")
     assert sha256_of(package / card.files.torchscript.path) == card.sha256
     printed = capsys.readouterr().out

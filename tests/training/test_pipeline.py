@@ -11,7 +11,12 @@ from service.packages.card import ModelCard, sha256_of
 from training.__main__ import build_parser, main
 from training.data import MnistSplits, to_float
 from training.export import load_torchscript
-from training.report import CONFUSION_FILENAME, HISTORY_FILENAME, MISTAKES_FILENAME
+from training.report import (
+    CONFUSION_FILENAME,
+    HISTORY_FILENAME,
+    MISTAKES_FILENAME,
+    RELIABILITY_FILENAME,
+)
 
 
 def _run(arguments: list[str], data_dir: Path, cache_dir: Path, tmp_path: Path) -> int:
@@ -55,7 +60,8 @@ def test_dry_run_exports_a_package_that_loads_back(
     assert card.training.epochs == 1
     assert card.dataset.test_samples == 10_000
     assert sha256_of(package / card.files.torchscript.path) == card.sha256
-    for picture in (HISTORY_FILENAME, CONFUSION_FILENAME, MISTAKES_FILENAME):
+    assert card.calibration.test_ece is not None
+    for picture in (HISTORY_FILENAME, CONFUSION_FILENAME, MISTAKES_FILENAME, RELIABILITY_FILENAME):
         assert 0 < (package / picture).stat().st_size < 150_000
     # The card's figure is what the file scores, and nothing else was left in the folder.
     assert _test_accuracy(package, mnist) == pytest.approx(card.metrics.test_accuracy, abs=1e-4)
