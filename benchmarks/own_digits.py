@@ -98,24 +98,13 @@ def main() -> None:
     with running(spec, cpus=None, log_path=out / "service.log") as server:
         url = server.base_url
         held_out = str(out / "held_out")
-        eval_s = run(
-            digits_command(
-                "eval", held_out, "--url", url, "--model", "default",
-                "--report", str(out / "before"),
-            )  # fmt: skip
-        )
-        tune_s = run(
-            [
-                sys.executable, "-m", "training", "finetune", "--from", "default",
-                "--data", str(out / "tune"), "--name", NAME, "--out", str(model_dir),
-            ]  # fmt: skip
-        )
+        before = ["--model", "default", "--report", str(out / "before")]
+        eval_s = run(digits_command("eval", held_out, "--url", url, *before))
+        finetune = ["finetune", "--from", "default", "--data", str(out / "tune"), "--name", NAME]
+        tune_s = run([sys.executable, "-m", "training", *finetune, "--out", str(model_dir)])
         run(digits_command("reload", "--url", url))
-        run(
-            digits_command(
-                "eval", held_out, "--url", url, "--model", NAME, "--report", str(out / "after"),
-            )  # fmt: skip
-        )
+        after = ["--model", NAME, "--report", str(out / "after")]
+        run(digits_command("eval", held_out, "--url", url, *after))
     newest = max((p for p in (model_dir / NAME).iterdir() if p.is_dir()), key=lambda p: int(p.name))
     card = ModelCard.read(newest)
     assert card.fine_tuning is not None

@@ -89,13 +89,10 @@ def prepare(labelled: LabelledSet, cache_dir: Path, *, strict: bool = False) -> 
     if skipped:
         listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        count = f"{len(skipped)} image{'s' if len(skipped) > 1 else ''}"
         if strict:
-            raise LabelledDataError(
-                f"{len(skipped)} images cannot be read (--strict): {listed}{more}"
-            )
-        logger.warning(
-            "skipped %d images the service cannot read: %s%s", len(skipped), listed, more
-        )
+            raise LabelledDataError(f"{count} the service cannot read (--strict): {listed}{more}")
+        logger.warning("skipped %s the service cannot read: %s%s", count, listed, more)
     return OwnDigits(digits, digest, size, [*labelled.skipped, *skipped])
 
 

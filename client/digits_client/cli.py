@@ -4,10 +4,13 @@
     digits predict scans/ --model all --json   # JSON lines, every model's answer
     digits read zip-code.jpg --length 5        # a whole number in each image
     digits models                              # what the service serves
+    digits reload                              # load new packages (an admin key if keys are on)
+    digits eval labelled/ --model all          # accuracy, confusion, calibration: a report
 
 The service's address comes from ``--url``, else ``DIGITS_URL``, else http://127.0.0.1:8000;
 an API key from ``--api-key``, else ``DIGITS_API_KEY``. Exit status: 0 when every file was
-read, 1 when any file failed or the service could not be used, 2 for a usage error.
+read, 1 when any file failed or the service could not be used, 2 for a usage error (and, for
+``digits eval``, labelled data that cannot be used as it is).
 """
 
 from __future__ import annotations
@@ -17,22 +20,42 @@ import json
 import mimetypes
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from digits_client.answers import EnsemblePrediction, ModelInfo, Prediction, Reading
-from digits_client.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, DigitsClient, DigitsError
+from digits_client.client import (
+    ALL_MODELS,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_URL,
+    PER_FILE_STATUSES,
+    DigitsClient,
+    DigitsError,
+)
+from digits_client.evaluation import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_WORST,
+    EvaluationReport,
+    Question,
+    evaluate,
+    send_all,
+)
+from digits_client.evaluation_report import summary_table, write_reports
+
+# Re-exported: format_table and percent were defined here first.
+from digits_client.formatting import format_table as format_table
+from digits_client.formatting import percent as percent
+from digits_client.labelled import LabelledDataError, LabelledSet, read_labelled
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-ALL_MODELS = "all"
-#: Errors that concern one file (its image, or its moment in the queue): the run goes on to the
-#: next. Any other (a wrong key, an unknown model, no service at all) would fail every file
-#: alike, so it stops the run.
-PER_FILE_STATUSES = frozenset({400, 413, 415, 500, 503, 504})
+DEFAULT_REPORT = "digits-eval"
+#: How many skipped or failed files ``digits eval`` names on the terminal (the report has all).
+NAMED_ON_TERMINAL = 10
 
 
 class UsageError(Exception):
@@ -63,31 +86,6 @@ def write_line(text: str) -> None:
 def write_problem(text: str) -> None:
     """Messages for the person at the terminal, on stderr, out of the way of pipes."""
     sys.stderr.write(text + "\n")
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart. A row's last cell is free text: it is not
-    padded and does not widen its column (an error message may run long)."""
-    lines = [header, *rows]
-    widths: dict[int, int] = {}
-    for cells in lines:
-        for index, cell in enumerate(cells[:-1]):
-            widths[index] = max(widths.get(index, 0), len(cell))
-    return [
-        "  ".join([cell.ljust(widths[i]) for i, cell in enumerate(cells[:-1])] + [cells[-1]])
-        for cells in lines
-    ]
-
-
-def percent(fraction: float, digits: int = 1) -> str:
-    """For people: never "100.0%" or "0.0%" for what is only nearly certain or impossible."""
-    step = 10.0**-digits
-    text = f"{100 * fraction:.{digits}f}"
-    if fraction < 1 and float(text) >= 100:
-        return f">{100 - step:.{digits}f}%"
-    if fraction > 0 and float(text) <= 0:
-        return f"<{step:.{digits}f}%"
-    return text + "%"
 
 
 # ---- digits predict -------------------------------------------------------------------------
@@ -269,6 +267,83 @@ def digit_count(text: str) -> int:
     return count
 
 
+# ---- digits eval ----------------------------------------------------------------------------
+
+
+def eval_labelled(client: DigitsClient, labelled: LabelledSet, args: argparse.Namespace) -> int:
+    """Send every labelled image, write the reports, and show the summary."""
+    question = Question(model=args.model, version=args.version, read=args.read, length=args.length)
+    started_at = datetime.now(UTC)
+    start = time.perf_counter()
+    outcomes = send_all(client, labelled.images, question, concurrency=args.concurrency)
+    report = evaluate(
+        outcomes,
+        labelled,
+        question,
+        url=client.url,
+        started_at=started_at,
+        duration_s=time.perf_counter() - start,
+        worst=args.worst,
+    )
+    try:
+        paths = write_reports(report, Path(args.report))
+    except OSError as exc:
+        write_problem(f"digits eval: cannot write the report {args.report}: {exc}")
+        return EXIT_FAILED
+    if args.json:
+        write_line(report.model_dump_json(indent=2))
+    else:
+        for line in summary_table(report):
+            write_line(line)
+    for path in paths:
+        (write_problem if args.json else write_line)(f"report: {path}")
+    return eval_status(report, strict=args.strict, undecodable=len(labelled.skipped))
+
+
+def eval_status(report: EvaluationReport, *, strict: bool, undecodable: int) -> int:
+    """Say on stderr what was left out; the exit status. ``undecodable``: how many of the
+    skipped files were skipped before sending (the rest, the service could not decode)."""
+    status = EXIT_OK
+    if report.skipped:
+        write_problem(f"skipped, not counted: {len(report.skipped)} of {report.files} files")
+        for skipped in report.skipped[:NAMED_ON_TERMINAL]:
+            write_problem(f"  {skipped.file}: {skipped.reason}")
+        _and_more(len(report.skipped))
+        if strict and len(report.skipped) > undecodable:
+            write_problem("digits eval: the service could not decode some files (--strict)")
+            status = EXIT_FAILED
+    if report.failed:
+        write_problem(f"{len(report.failed)} of {report.sent} files could not be read")
+        for failed in report.failed[:NAMED_ON_TERMINAL]:
+            write_problem(f"  {failed.file}: {failed.code}: {failed.message}")
+        _and_more(len(report.failed))
+        status = EXIT_FAILED
+    if not any(result.images for result in report.models):
+        write_problem("digits eval: no image could be measured")
+        status = EXIT_FAILED
+    return status
+
+
+def _and_more(count: int) -> None:
+    if count > NAMED_ON_TERMINAL:
+        write_problem(f"  and {count - NAMED_ON_TERMINAL} more (listed in the report)")
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, ``minimum`` or more."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"not a whole number {minimum} or more: {text!r}")
+        return value
+
+    return parse
+
+
 # ---- digits models --------------------------------------------------------------------------
 
 
@@ -281,6 +356,24 @@ def list_models(client: DigitsClient, args: argparse.Namespace) -> int:
     header = ["NAME", "VERSION", "STATUS", "DEFAULT", "TEST ACCURACY", "PARAMETERS", "DEVICE"]
     for line in format_table(header, rows):
         write_line(line)
+    return EXIT_OK
+
+
+def reload_models(client: DigitsClient, args: argparse.Namespace) -> int:
+    """``POST /models/reload``: what it loaded, kept, removed, and could not load."""
+    report = client.reload()
+    if args.json:
+        write_line(report.model_dump_json(indent=2, exclude_none=True))
+    else:
+        kept = (("loaded", report.loaded), ("unchanged", report.unchanged))
+        rows = [[m.name, m.version, outcome] for outcome, refs in kept for m in refs]
+        rows += [[m.name, m.version, "removed"] for m in report.removed]
+        rows += [[m.name, m.version, f"failed: {m.error}"] for m in report.failed]
+        for line in format_table(["NAME", "VERSION", "OUTCOME"], rows):
+            write_line(line)
+    if report.failed:
+        write_problem(f"{len(report.failed)} packages failed to load; the older ones still serve")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -364,7 +457,87 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every model package the service found, served or failed.",
     )
     models.set_defaults(command_parser=models)
+    reload = commands.add_parser(
+        "reload",
+        parents=[service],
+        help="load new or changed packages (POST /models/reload)",
+        description="Ask the service to load the packages added to or changed in its model "
+        "folder, and drop removed ones, without a restart. Where the service has admin keys "
+        "(DIGITS_ADMIN_KEYS), pass one with --api-key.",
+    )
+    reload.set_defaults(command_parser=reload)
+    add_eval_parser(commands, service)
     return parser
+
+
+def add_eval_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    service: argparse.ArgumentParser,
+) -> None:
+    evaluation = commands.add_parser(
+        "eval",
+        parents=[service],
+        help="measure a model on labelled images: accuracy, confusion, calibration",
+        description="Send every image of a labelled set to the service and write a report "
+        "(PREFIX.html, self-contained, and PREFIX.json): accuracy overall and per digit, the "
+        "confusion matrix, calibration (reliability diagram, ECE), the most confident "
+        "mistakes. PATH is a folder with one sub-folder per digit (0/ .. 9/), or a CSV of "
+        "file,label (files relative to the CSV). With --json, the JSON report is printed "
+        "instead of the table.",
+    )
+    evaluation.add_argument("path", metavar="PATH", help="class folders 0/..9/, or a CSV")
+    evaluation.add_argument(
+        "--model", help=f"model name (default: the service's default), or '{ALL_MODELS}'"
+    )
+    evaluation.add_argument("--version", help="model version (default: the newest)")
+    evaluation.add_argument(
+        "--read",
+        action="store_true",
+        help="read whole numbers (POST /read): labels may be numbers such as 0412",
+    )
+    evaluation.add_argument(
+        "--length",
+        type=digit_count,
+        metavar="N",
+        help="with --read: how many digits each number has, when known",
+    )
+    evaluation.add_argument(
+        "--report",
+        default=DEFAULT_REPORT,
+        metavar="PREFIX",
+        help="where the report goes: PREFIX.html and PREFIX.json (default: %(default)s)",
+    )
+    evaluation.add_argument(
+        "--worst",
+        type=whole_number(0),
+        default=DEFAULT_WORST,
+        metavar="N",
+        help="how many of the most confident mistakes to show (default: %(default)s)",
+    )
+    evaluation.add_argument(
+        "--concurrency",
+        type=whole_number(1),
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help="requests in flight at once (default: %(default)s)",
+    )
+    evaluation.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse files that cannot be used instead of skipping them: before sending, "
+        "exit status 2; a file the service cannot decode, exit status 1",
+    )
+    evaluation.set_defaults(command_parser=evaluation)
+
+
+def check_eval_arguments(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` for options of ``digits eval`` that do not go together."""
+    if args.model == ALL_MODELS and args.read:
+        raise UsageError(f"--model {ALL_MODELS} cannot be combined with --read")
+    if args.model == ALL_MODELS and args.version is not None:
+        raise UsageError(f"--version cannot be combined with --model {ALL_MODELS}")
+    if args.length is not None and not args.read:
+        raise UsageError("--length is for --read (numbers)")
 
 
 def explain_failure(error: DigitsError, url: str) -> str:
@@ -390,15 +563,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = image_files(args.images)
         elif args.command == "read":
             files = image_files(args.images)
+        elif args.command == "eval":
+            check_eval_arguments(args)
     except UsageError as exc:
         command_parser: argparse.ArgumentParser = args.command_parser
         command_parser.error(str(exc))  # exits with EXIT_USAGE
+    labelled: LabelledSet | None = None
+    if args.command == "eval":
+        try:
+            labelled = read_labelled(Path(args.path), numbers=args.read, strict=args.strict)
+        except LabelledDataError as exc:
+            write_problem(f"digits eval: {exc}")
+            return EXIT_USAGE
     try:
         with DigitsClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
             if args.command == "predict":
                 return predict_files(client, files, args)
             if args.command == "read":
                 return read_files(client, files, args)
+            if labelled is not None:
+                return eval_labelled(client, labelled, args)
+            if args.command == "reload":
+                return reload_models(client, args)
             return list_models(client, args)
     except DigitsError as exc:
         write_problem(explain_failure(exc, args.url))

@@ -35,6 +35,12 @@ from digits_client.answers import (
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
+#: ``model=all``: every served model answers (:meth:`DigitsClient.predict_all`).
+ALL_MODELS = "all"
+#: Errors that concern one file (its image, or its moment in the queue): a run over many files
+#: goes on to the next. Any other (a wrong key, an unknown model, no service at all) would
+#: fail every file alike, so it stops the run.
+PER_FILE_STATUSES = frozenset({400, 413, 415, 500, 503, 504})
 
 #: An image as bytes, or the path of an image file.
 ImageSource = bytes | str | os.PathLike[str]
@@ -121,7 +127,7 @@ class DigitsClient:
 
     def predict_all(self, image: ImageSource, *, explain: bool = False) -> EnsemblePrediction:
         """Every served model's answer, and whether they agree."""
-        params = _params(model="all", explain=explain)
+        params = _params(model=ALL_MODELS, explain=explain)
         response = self._send("POST", "/predict", params=params, **_raw_body(image))
         return _parse(EnsemblePrediction, response)
 

@@ -93,7 +93,7 @@ def read_labelled(path: Path, *, numbers: bool = False, strict: bool = False) ->
         raise LabelledDataError(f"no such folder or CSV file: {path}")
     if strict and labelled.skipped:
         raise LabelledDataError(
-            f"{path}: {len(labelled.skipped)} files cannot be used (--strict): "
+            f"{path}: {_files(len(labelled.skipped))} cannot be used (--strict): "
             + _listed(f"{s.path} ({s.reason})" for s in labelled.skipped)
         )
     if not labelled.images:
@@ -105,6 +105,10 @@ def is_image_name(path: Path) -> bool:
     """Whether a file's name says it is an image (``image/*`` in the system's MIME table)."""
     kind, _ = mimetypes.guess_type(path.name, strict=False)
     return (kind or "").startswith("image/")
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
 
 
 def _listed(items: Iterable[str]) -> str:

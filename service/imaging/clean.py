@@ -60,9 +60,9 @@ _DARKEST_PAPER: Final = 0.05
 _MAD_TO_SIGMA: Final = 1.4826
 #: A small picture whose ink covers about half of it or more (a tight crop: a form's field, a
 #: data set's 8x8 digit scaled up) has no paper at its median, nor in half its grid's cells;
-#: its paper is looked for, flat, at this quantile of its pixels instead. (scikit-learn's digits scaled
-#: to 28x28: every one refused at the median; read 96.6 % of them at 0.2, 89 % at 0.1, which
-#: sits under the paper's own blur.)
+#: its paper is looked for, flat, at this quantile of its pixels instead. (scikit-learn's
+#: digits scaled to 28x28: every one refused at the median; read 96.6 % of them at 0.2, 89 %
+#: at 0.1, which sits under the paper's own blur.)
 _DENSE_PAPER_QUANTILE: Final = 0.2
 
 #: 8-bit grey -> float in [0, 1], straight and inverted, as lookup tables.

@@ -66,7 +66,7 @@ def test_importing_the_client_loads_no_server_code_and_no_torch() -> None:
 
 
 @pytest.mark.slow
-def test_the_client_distribution_depends_on_httpx_and_pydantic_only(tmp_path: Path) -> None:
+def test_the_client_distribution_depends_on_httpx_pydantic_and_tqdm_only(tmp_path: Path) -> None:
     # Built from a copy: a build writes build/ and egg-info beside the sources.
     source = tmp_path / "client"
     shutil.copytree(REPO / "client", source, ignore=shutil.ignore_patterns("*.egg-info", "build"))
@@ -88,7 +88,7 @@ def test_the_client_distribution_depends_on_httpx_and_pydantic_only(tmp_path: Pa
             if line.startswith("Requires-Dist:")
         ]
         entry_points = archive.read(metadata.replace("METADATA", "entry_points.txt")).decode()
-    assert sorted(requires) == ["httpx", "pydantic"]
+    assert sorted(requires) == ["httpx", "pydantic", "tqdm"]  # tqdm: digits eval's progress bar
     assert {n.split("/")[0] for n in names if not n.endswith(".dist-info/" + n.split("/")[-1])} == {
         "digits_client"
     }

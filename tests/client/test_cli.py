@@ -16,7 +16,9 @@ from tests.client.conftest import blank_png, number_picture
 from tests.service.conftest import (
     REPO,
     SELFTEST_DIR,
+    copy_bundled,
     free_port,
+    serve_in_subprocess,
 )
 
 pytestmark = pytest.mark.slow
@@ -334,3 +336,28 @@ def test_percentages_never_round_to_certainty() -> None:
         "0.0%",
     ]
     assert percent(0.99999, 2) == ">99.99%"
+
+
+def test_reload_lists_what_was_loaded_kept_and_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    copy_bundled(models, "lenet5")
+    with serve_in_subprocess(models, tmp_path / "server.log", DIGITS_DEFAULT_MODEL="lenet5") as (
+        url,
+        _,
+    ):
+        copy_bundled(models, "mlp")
+        assert main(["reload", "--url", url]) == 0
+        assert table_rows(capsys.readouterr().out) == [
+            ["NAME", "VERSION", "OUTCOME"],
+            ["mlp", "1", "loaded"],
+            ["lenet5", "1", "unchanged"],
+        ]
+        shutil.copytree(models / "mlp" / "1", models / "mlp" / "2")
+        (models / "mlp" / "2" / "model.pt").write_bytes(b"not torchscript")
+        assert main(["reload", "--url", url]) == 1
+        captured = capsys.readouterr()
+        failed = [row for row in table_rows(captured.out) if row[:2] == ["mlp", "2"]]
+        assert failed and failed[0][2] == "failed:"
+        assert "1 packages failed to load; the older ones still serve" in captured.err

@@ -218,7 +218,7 @@ def test_an_image_the_service_cannot_read_is_skipped_and_listed_or_refused_with_
     (data / "6" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # truncated
     (data / "6" / "blank.png").write_bytes(scan_png(torch.zeros(28, 28, dtype=torch.uint8)))
     assert finetune(data, tmp_path, mnist_dir, mnist_cache, "--strict") == 1
-    assert "2 images cannot be read (--strict)" in caplog.text
+    assert "2 images the service cannot read (--strict)" in caplog.text
     assert "broken.png" in caplog.text and "blank.png" in caplog.text
     caplog.clear()
     assert finetune(data, tmp_path, mnist_dir, mnist_cache) == 0
