@@ -22,8 +22,9 @@ from digits_client.labelled import LabelledDataError
 
 from service.packages.discovery import find_packages
 from service.packages.verification import PackageError
-from training.architectures import ARCHITECTURES, get_architecture
+from training.architectures import TRAINABLE, get_architecture
 from training.data import DatasetError, load_mnist
+from training.ensemble import EnsembleError, ensemble_and_export
 from training.export import ExportError
 from training.finetune import (
     HELD_OUT_FRACTION,
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train, calibrate and export one architecture")
-    train.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    train.add_argument("--arch", required=True, choices=sorted(TRAINABLE))
     train.add_argument("--epochs", type=int, help="override the recipe's epochs")
     train.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
     train.add_argument("--batch-size", type=int, help="override the recipe's batch size")
@@ -109,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_all.add_argument(
         "--arch",
         nargs="+",
-        choices=sorted(ARCHITECTURES),
-        default=list(ARCHITECTURES),
+        choices=sorted(TRAINABLE),
+        default=list(TRAINABLE),
         help="a subset (default: all)",
     )
     _add_common(train_all)
@@ -167,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a few batches, few MNIST digits; still exports a package that loads",
     )
     _add_common(tune)
+
+    ensemble = commands.add_parser(
+        "ensemble",
+        help="average trained default packages into one package (default_ensemble)",
+    )
+    ensemble.add_argument(
+        "--members", type=Path, nargs="+", required=True, help="the members' package folders"
+    )
+    ensemble.add_argument("--name", default="default", help="package name (default: %(default)s)")
+    _add_common(ensemble)
 
     again = commands.add_parser(
         "remeasure",
@@ -238,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "finetune":
             _write_finetuned(finetune(_finetune_options(args, command)))
+        elif args.command == "ensemble":
+            options = _options(args, command, dry_run=False)
+            _write_result(ensemble_and_export(args.members, options, name=args.name))
         elif args.command == "remeasure":
             splits = load_mnist(args.data_dir, args.cache_dir)
             for package in find_packages(args.out).values():
@@ -252,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FineTuneError,
         LabelledDataError,
         PackageError,
+        EnsembleError,
     ) as error:
         # Expected failures get one clear line, not a traceback.
         logger.error("%s", error)

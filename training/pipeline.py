@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from service.packages.card import (
     Calibration,
@@ -40,7 +41,7 @@ from training.report import (
     plot_reliability,
     plot_worst_mistakes,
 )
-from training.train import FitResult, fit, predict_logits, select_device
+from training.train import EpochRecord, FitResult, fit, predict_logits, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -138,30 +139,57 @@ def train_and_export(
         resume=options.resume,
         max_batches=DRY_RUN_BATCHES if options.dry_run else None,
     )
+    return package_network(
+        architecture,
+        network,
+        _training_settings(recipe, device, fitted),
+        fitted.history,
+        splits,
+        options,
+        device=device,
+    )
+
+
+def package_network(
+    architecture: Architecture,
+    network: nn.Module,
+    training: TrainingSettings,
+    history: list[EpochRecord],
+    splits: MnistSplits,
+    options: RunOptions,
+    *,
+    device: torch.device,
+    name: str | None = None,
+    description: str | None = None,
+) -> PackageSummary:
+    """Calibrate a trained ``network`` on the validation split, export it as the package
+    ``<out_dir>/<name>/<version>/`` (``name`` defaults to the architecture's), measure the
+    file and write its card and pictures (no learning curves without a ``history``)."""
+    name = name or architecture.name
     # Temperature on the validation split, from the eager network's logits.
     validation_logits = predict_logits(network.eval(), splits.validation, device=device)
     temperature = fit_temperature(validation_logits, splits.validation.labels)
     ece_before = expected_calibration_error(validation_logits, splits.validation.labels)
 
-    package_dir = options.out_dir / architecture.name / options.version
+    package_dir = options.out_dir / name / options.version
     staging = stage_dir(package_dir)
     try:
         check_batch = to_float(splits.validation.images[:CHECK_BATCH_SIZE])  # (64, 1, 28, 28)
         exported = export_model_files(network, temperature, staging, check_batch)
         measured = _measure(exported.torchscript, splits, temperature, ece_before)
-        _write_reports(architecture.name, fitted, splits, measured.test_logits, staging)
+        _write_reports(name, history, splits, measured.test_logits, staging)
         card = ModelCard(
-            name=architecture.name,
+            name=name,
             version=options.version,
             architecture=architecture.name,
-            description=_description(architecture, options),
+            description=description or _description(architecture, options),
             parameters=count_parameters(network),
             input=INPUT_SPEC,
             output=OUTPUT_SPEC,
             labels=LABELS,
             metrics=measured.metrics,
             calibration=measured.calibration,
-            training=_training_settings(recipe, device, fitted),
+            training=training,
             dataset=_dataset_info(splits),
             files=exported.describe(),
             torch_version=torch.__version__,
@@ -258,10 +286,11 @@ def _description(architecture: Architecture, options: RunOptions) -> str:
 
 
 def _write_reports(
-    name: str, fitted: FitResult, splits: MnistSplits, test_out: torch.Tensor, folder: Path
+    name: str, history: list[EpochRecord], splits: MnistSplits, test_out: torch.Tensor, folder: Path
 ) -> None:
     """The three PNGs; the test-set ones from the exported file's outputs ``test_out``."""
-    plot_history(fitted.history, folder / HISTORY_FILENAME, f"{name}: learning curves")
+    if history:
+        plot_history(history, folder / HISTORY_FILENAME, f"{name}: learning curves")
     predicted = test_out.argmax(dim=1)
     plot_confusion_matrix(
         splits.test.labels, predicted, folder / CONFUSION_FILENAME, f"{name}: MNIST test"

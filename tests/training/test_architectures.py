@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.architectures import ARCHITECTURES, count_parameters, get_architecture
+from training.architectures import ARCHITECTURES, TRAINABLE, count_parameters, get_architecture
 
 #: Trainable parameters of the faithful networks, as the sources' layer sizes give them.
 EXPECTED_PARAMETERS = {
@@ -16,8 +16,17 @@ EXPECTED_PARAMETERS = {
 }
 
 
-def test_registry_has_the_six_architectures() -> None:
-    assert set(ARCHITECTURES) == {"mlp", "lenet1", "lenet5", "cnn_small", "cnn_bn", "default"}
+def test_registry_has_the_six_architectures_and_the_ensemble() -> None:
+    assert set(ARCHITECTURES) == {
+        "mlp",
+        "lenet1",
+        "lenet5",
+        "cnn_small",
+        "cnn_bn",
+        "default",
+        "default_ensemble",
+    }
+    assert TRAINABLE == ["mlp", "lenet1", "lenet5", "cnn_small", "cnn_bn", "default"]
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
