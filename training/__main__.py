@@ -299,6 +299,12 @@ def _finetune_options(args: argparse.Namespace, command: str) -> FineTuneOptions
     )
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it lies in it (as people typed it)."""
+    absolute = path.resolve()
+    return absolute.relative_to(Path.cwd()) if absolute.is_relative_to(Path.cwd()) else path
+
+
 def _write_finetuned(summary: FineTuneSummary) -> None:
     """Before and after, and how to serve the new package."""
     tuning = summary.fine_tuning
@@ -306,7 +312,7 @@ def _write_finetuned(summary: FineTuneSummary) -> None:
     name = f"{summary.card.name}/{summary.card.version}"
     held = tuning.split.held_out_images
     sys.stdout.write(
-        f"{summary.package_dir}: fine-tuned from {base} on {tuning.split.train_images} own "
+        f"{_shown(summary.package_dir)}: fine-tuned from {base} on {tuning.split.train_images} own "
         f"images ({summary.duration_s:.0f} s)\n"
         f"  own held-out ({held} images): {tuning.before.held_out:.2%} -> "
         f"{tuning.after.held_out:.2%}\n"
