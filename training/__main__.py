@@ -22,7 +22,7 @@ from digits_client.labelled import LabelledDataError
 
 from service.packages.discovery import find_packages
 from service.packages.verification import PackageError
-from training.architectures import TRAINABLE, get_architecture
+from training.architectures import TRAIN_ALL, TRAINABLE, get_architecture
 from training.data import DatasetError, load_mnist
 from training.ensemble import EnsembleError, ensemble_and_export
 from training.export import ExportError
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     train.add_argument("--seed", type=int, help="override the recipe's seed")
     train.add_argument(
+        "--name", help="the package's name (default: the architecture's), e.g. default"
+    )
+    train.add_argument(
         "--dry-run",
         action="store_true",
         help="a few batches of one epoch; still exports a package that loads",
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch",
         nargs="+",
         choices=sorted(TRAINABLE),
-        default=list(TRAINABLE),
+        default=list(TRAIN_ALL),
         help="a subset (default: all)",
     )
     _add_common(train_all)
@@ -334,7 +337,8 @@ def _train(args: argparse.Namespace, command: str) -> None:
             seed=args.seed,
             dry_run=args.dry_run,
         )
-        _write_result(train_and_export(architecture, recipe, _options(args, command, args.dry_run)))
+        options = _options(args, command, args.dry_run)
+        _write_result(train_and_export(architecture, recipe, options, name=args.name))
         return
 
     options = _options(args, command, dry_run=False)

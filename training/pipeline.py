@@ -113,10 +113,15 @@ def publish(staging: Path, package_dir: Path) -> None:
 
 
 def train_and_export(
-    architecture: Architecture, recipe: TrainingRecipe, options: RunOptions
+    architecture: Architecture,
+    recipe: TrainingRecipe,
+    options: RunOptions,
+    *,
+    name: str | None = None,
 ) -> PackageSummary:
     """Train ``architecture`` with ``recipe`` and write its package
-    ``<out_dir>/<name>/<version>/``; returns the card and the figures for the results table."""
+    ``<out_dir>/<name>/<version>/`` (``name``: the architecture's unless given); returns the
+    card and the figures for the results table."""
     splits = load_mnist(options.data_dir, options.cache_dir)
     device = select_device(options.device)
     torch.manual_seed(recipe.seed)  # the network's initial weights
@@ -147,6 +152,7 @@ def train_and_export(
         splits,
         options,
         device=device,
+        name=name,
     )
 
 

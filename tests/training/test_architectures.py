@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.architectures import ARCHITECTURES, TRAINABLE, count_parameters, get_architecture
+from training.architectures import (
+    ARCHITECTURES,
+    TRAIN_ALL,
+    TRAINABLE,
+    count_parameters,
+    get_architecture,
+)
 
 #: Trainable parameters of the faithful networks, as the sources' layer sizes give them.
 EXPECTED_PARAMETERS = {
@@ -24,9 +30,11 @@ def test_registry_has_the_six_architectures_and_the_ensemble() -> None:
         "cnn_small",
         "cnn_bn",
         "default",
+        "default_wide",
         "default_ensemble",
     }
-    assert TRAINABLE == ["mlp", "lenet1", "lenet5", "cnn_small", "cnn_bn", "default"]
+    assert TRAIN_ALL == ["mlp", "lenet1", "lenet5", "cnn_small", "cnn_bn", "default"]
+    assert set(TRAINABLE) - set(TRAIN_ALL) == {"default_wide"}
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

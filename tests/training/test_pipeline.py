@@ -103,3 +103,19 @@ def test_missing_data_is_one_clear_error_not_a_traceback(
     assert status == 1
     assert str(missing) in caplog.text
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+def test_a_package_may_take_another_name_than_its_architecture(
+    mnist_dir: Path, mnist_cache: Path, tmp_path: Path
+) -> None:
+    arguments = ["train", "--arch", "lenet5", "--name", "candidate", "--version", "2", "--dry-run"]
+    assert _run(arguments, mnist_dir, mnist_cache, tmp_path) == 0
+    card = ModelCard.read(tmp_path / "models" / "candidate" / "2")
+    assert (card.name, card.version, card.architecture) == ("candidate", "2", "lenet5")
+    assert not (tmp_path / "models" / "lenet5").exists()
+
+
+def test_an_ensemble_is_made_not_trained() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--arch", "default_ensemble"])
