@@ -188,28 +188,8 @@ def finetune(options: FineTuneOptions) -> FineTuneSummary:
             device=torch.device("cpu"),
             normalised_input=False,
         )
-        fine_tuning = FineTuning(
-            base=BasePackage(
-                name=base_card.name, version=base_card.version, sha256=base_card.sha256
-            ),
-            data=UserData(
-                source=str(options.data),
-                sha256=own.sha256,
-                images=len(own.digits),
-                bytes=own.bytes,
-                skipped=len(own.skipped),
-                per_digit=own.per_digit(),
-            ),
-            split=FineTuneSplit(
-                seed=options.split_seed,
-                held_out_fraction=options.held_out_fraction,
-                train_images=len(train),
-                held_out_images=len(held_out),
-                mnist_fraction=options.mnist_fraction,
-                mnist_images=mnist_images,
-            ),
-            before=before,
-            after=after,
+        fine_tuning = _record(
+            base_card, own, options, (train, held_out), mnist_images, (before, after)
         )
         plot_history(fitted.history, staging / HISTORY_FILENAME, f"{options.name}: fine-tuning")
         plot_confusion_matrix(
@@ -287,6 +267,41 @@ def finetune(options: FineTuneOptions) -> FineTuneSummary:
         package_dir,
     )
     return FineTuneSummary(package_dir, card, fine_tuning, duration)
+
+
+def _record(
+    base: ModelCard,
+    own: OwnDigits,
+    options: FineTuneOptions,
+    split: tuple[DigitSet, DigitSet],
+    mnist_images: int,
+    accuracies: tuple[Accuracies, Accuracies],
+) -> FineTuning:
+    """The card's ``fine_tuning`` section: ``split`` is (train, held out), ``accuracies``
+    (before, after)."""
+    train, held_out = split
+    before, after = accuracies
+    return FineTuning(
+        base=BasePackage(name=base.name, version=base.version, sha256=base.sha256),
+        data=UserData(
+            source=str(options.data),
+            sha256=own.sha256,
+            images=len(own.digits),
+            bytes=own.bytes,
+            skipped=len(own.skipped),
+            per_digit=own.per_digit(),
+        ),
+        split=FineTuneSplit(
+            seed=options.split_seed,
+            held_out_fraction=options.held_out_fraction,
+            train_images=len(train),
+            held_out_images=len(held_out),
+            mnist_fraction=options.mnist_fraction,
+            mnist_images=mnist_images,
+        ),
+        before=before,
+        after=after,
+    )
 
 
 def _base_package(model_dir: Path, base: str) -> Path:
