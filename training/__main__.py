@@ -278,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _finetune_options(args: argparse.Namespace, command: str) -> FineTuneOptions:
+    if args.version != "1":
+        build_parser().error("finetune chooses the version: 1, or one more than NAME's newest")
     for flag, value in (("--held-out", args.held_out), ("--mnist-fraction", args.mnist_fraction)):
         if not 0.0 <= value < 1.0 or (flag == "--held-out" and value == 0.0):
             build_parser().error(f"{flag} must be a fraction in (0, 1), got {value}")

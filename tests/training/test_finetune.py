@@ -244,3 +244,8 @@ def test_a_shipped_mnist_model_cannot_be_overwritten_nor_an_unknown_base_used(
     assert sorted(p.name for p in (tmp_path / "models" / "lenet5").iterdir()) == ["1"]
     assert finetune(own_folder, tmp_path, mnist_dir, mnist_cache, "--from", "nosuch") == 1
     assert "no package 'nosuch'" in caplog.text
+
+
+def test_the_version_is_not_the_users_to_choose(own_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["finetune", "--data", str(own_folder), "--name", "mine", "--version", "3"])
