@@ -27,6 +27,7 @@ from training.data import DatasetError, load_mnist
 from training.ensemble import EnsembleError, ensemble_and_export
 from training.export import ExportError
 from training.finetune import (
+    FINETUNE_RECIPE,
     HELD_OUT_FRACTION,
     MIN_PER_DIGIT,
     MNIST_FRACTION,
@@ -34,9 +35,14 @@ from training.finetune import (
     FineTuneOptions,
     FineTuneSummary,
     finetune,
-    recipe_with,
 )
-from training.pipeline import PackageSummary, RunOptions, recipe_for, train_and_export
+from training.pipeline import (
+    PackageSummary,
+    RunOptions,
+    recipe_for,
+    train_and_export,
+    with_overrides,
+)
 from training.remeasure import remeasure
 from training.results import results_table
 from training.train import CheckpointMismatch
@@ -291,7 +297,9 @@ def _finetune_options(args: argparse.Namespace, command: str) -> FineTuneOptions
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
         runs_dir=args.runs_dir,
-        recipe=recipe_with(epochs=args.epochs, lr=args.lr, dry_run=args.dry_run),
+        recipe=with_overrides(
+            FINETUNE_RECIPE, epochs=args.epochs, lr=args.lr, dry_run=args.dry_run
+        ),
         mnist_fraction=args.mnist_fraction,
         held_out_fraction=args.held_out,
         split_seed=args.seed,

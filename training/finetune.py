@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from digits_client.labelled import LabelledDataError, read_labelled
+from digits_client.labelled import read_labelled, require_every_digit
 
 from service.packages.card import (
     NAME_PATTERN,
@@ -43,17 +43,17 @@ from service.packages.verification import PackageError, read_verified_card
 from training.architectures import TrainingRecipe, count_parameters, get_architecture
 from training.augment import AffineAugmentation
 from training.calibration import ECE_BINS, expected_calibration_error, fit_temperature
-from training.data import DigitSet, MnistSplits, load_mnist, to_float
+from training.data import DigitSet, load_mnist, to_float
 from training.export import export_model_files, load_torchscript, write_card
 from training.own_digits import OwnDigits, prepare, stratified_split
 from training.pipeline import (
     CHECK_BATCH_SIZE,
     DRY_RUN_BATCHES,
     LABELS,
-    describe_device,
-    describe_optimizer,
+    accuracy,
     publish,
     stage_dir,
+    training_settings,
 )
 from training.report import (
     CONFUSION_FILENAME,
@@ -136,14 +136,15 @@ def finetune(options: FineTuneOptions) -> FineTuneSummary:
     labelled = read_labelled(options.data, strict=options.strict)
     labelled.require_every_digit(options.min_per_digit)
     own = prepare(labelled, options.runs_dir / "own-digits", strict=options.strict)
-    _require_every_digit(own, options.min_per_digit)
+    where = f"{options.data}, once the images the service cannot read are skipped"
+    require_every_digit(own.per_digit(), options.min_per_digit, where)
     train, held_out = stratified_split(own.digits, options.held_out_fraction, options.split_seed)
 
     splits = load_mnist(options.data_dir, options.cache_dir)
     test = splits.test.subset(DRY_RUN_TEST) if options.dry_run else splits.test
     mixed, mnist_images = _mixed(train, splits.train, options)
     base_file = load_torchscript(base_dir / base_card.files.torchscript.path)
-    before = _accuracies(base_file, held_out, test)
+    before = _accuracies(_logits(base_file, held_out), held_out, _logits(base_file, test), test)
     logger.info(
         "%s/%s before: held-out %.4f, MNIST test %.4f; fine-tuning on %d own + %d MNIST digits",
         base_card.name,
@@ -181,25 +182,24 @@ def finetune(options: FineTuneOptions) -> FineTuneSummary:
     try:
         check_batch = to_float(held_out.images[:CHECK_BATCH_SIZE])
         exported = export_model_files(network, temperature, staging, check_batch)
-        after = _accuracies(exported.torchscript, held_out, test)
-        calibrated = predict_logits(
-            exported.torchscript,
-            calibration_set,
-            device=torch.device("cpu"),
-            normalised_input=False,
-        )
+        # The exported file's outputs, each set once: every figure below comes from them.
+        held_out_out = _logits(exported.torchscript, held_out)  # (N, 10)
+        test_out = _logits(exported.torchscript, test)
+        calibrated = _logits(exported.torchscript, calibration_set)
+        validation_out = _logits(exported.torchscript, splits.validation)
+        after = _accuracies(held_out_out, held_out, test_out, test)
         fine_tuning = _record(
             base_card, own, options, (train, held_out), mnist_images, (before, after)
         )
         plot_history(fitted.history, staging / HISTORY_FILENAME, f"{options.name}: fine-tuning")
         plot_confusion_matrix(
             held_out.labels,
-            _logits(exported.torchscript, held_out).argmax(dim=1),
+            held_out_out.argmax(dim=1),
             staging / CONFUSION_FILENAME,
             f"{options.name}: own held-out digits",
         )
         plot_reliability(
-            _logits(exported.torchscript, calibration_set).softmax(dim=1),
+            calibrated.softmax(dim=1),
             calibration_set.labels,
             staging / RELIABILITY_FILENAME,
             f"{options.name}: own held-out and MNIST validation, calibrated",
@@ -213,31 +213,21 @@ def finetune(options: FineTuneOptions) -> FineTuneSummary:
             input=base_card.input,
             output=base_card.output,
             labels=LABELS,
-            metrics=_mnist_metrics(exported.torchscript, splits, test, after),
+            metrics=Metrics(
+                test_accuracy=after.mnist_test,
+                test_samples=len(test),
+                validation_accuracy=accuracy(validation_out, splits.validation.labels),
+                validation_samples=len(splits.validation),
+            ),
             calibration=Calibration(
                 temperature=temperature,
                 ece_before=ece_before,
                 ece_after=expected_calibration_error(calibrated, calibration_set.labels),
                 bins=ECE_BINS,
                 split="held_out_and_validation",
-                test_ece=expected_calibration_error(
-                    _logits(exported.torchscript, test), test.labels
-                ),
+                test_ece=expected_calibration_error(test_out, test.labels),
             ),
-            training=base_card.training.model_copy(
-                update={
-                    "epochs": options.recipe.epochs,
-                    "optimizer": describe_optimizer(options.recipe),
-                    "lr": options.recipe.lr,
-                    "weight_decay": options.recipe.weight_decay,
-                    "batch_size": options.recipe.batch_size,
-                    "schedule": options.recipe.describe_schedule(),
-                    "augmentation": _augmentation(options.recipe),
-                    "seed": options.recipe.seed,
-                    "device": describe_device(device),
-                    "duration_s": round(fitted.duration_s, 1),
-                }
-            ),
+            training=training_settings(options.recipe, device, fitted.duration_s),
             dataset=DatasetInfo(
                 train_samples=mnist_images,
                 validation_samples=len(splits.validation),
@@ -335,16 +325,6 @@ def _next_version(model_dir: Path, name: str) -> str:
     return str(max(version_key(v) for v in versions) + 1)
 
 
-def _require_every_digit(own: OwnDigits, minimum: int) -> None:
-    few = {d: n for d, n in own.per_digit().items() if n < minimum}
-    if few:
-        listed = ", ".join(f"{d} has {n}" for d, n in few.items())
-        raise LabelledDataError(
-            f"after the images the service cannot read were skipped, too few remain: {listed} "
-            f"(at least {minimum} needed)"
-        )
-
-
 def _mixed(own: DigitSet, mnist: DigitSet, options: FineTuneOptions) -> tuple[DigitSet, int]:
     """``own`` with MNIST digits drawn (seeded) to make ``options.mnist_fraction`` of the
     whole, and how many were drawn."""
@@ -363,31 +343,14 @@ def _logits(exported: torch.jit.ScriptModule, digits: DigitSet) -> torch.Tensor:
     return predict_logits(exported, digits, device=torch.device("cpu"), normalised_input=False)
 
 
-def _accuracy(exported: torch.jit.ScriptModule, digits: DigitSet) -> float:
-    return float((_logits(exported, digits).argmax(dim=1) == digits.labels).double().mean())
-
-
-def _accuracies(exported: torch.jit.ScriptModule, held_out: DigitSet, test: DigitSet) -> Accuracies:
+def _accuracies(
+    held_out_logits: torch.Tensor, held_out: DigitSet, test_logits: torch.Tensor, test: DigitSet
+) -> Accuracies:
     return Accuracies(
-        held_out=_accuracy(exported, held_out),
-        mnist_test=_accuracy(exported, test),
+        held_out=accuracy(held_out_logits, held_out.labels),
+        mnist_test=accuracy(test_logits, test.labels),
         mnist_test_samples=len(test),
     )
-
-
-def _mnist_metrics(
-    exported: torch.jit.ScriptModule, splits: MnistSplits, test: DigitSet, after: Accuracies
-) -> Metrics:
-    return Metrics(
-        test_accuracy=after.mnist_test,
-        test_samples=len(test),
-        validation_accuracy=_accuracy(exported, splits.validation),
-        validation_samples=len(splits.validation),
-    )
-
-
-def _augmentation(recipe: TrainingRecipe) -> str | None:
-    return recipe.augmentation.describe() if recipe.augmentation else None
 
 
 def _description(base: ModelCard, options: FineTuneOptions, images: int) -> str:
@@ -398,17 +361,3 @@ def _description(base: ModelCard, options: FineTuneOptions, images: int) -> str:
     if options.dry_run:
         text = f"DRY RUN ({DRY_RUN_BATCHES} batches of one epoch): not a usable model. " + text
     return text
-
-
-def recipe_with(
-    epochs: int | None = None, lr: float | None = None, dry_run: bool = False
-) -> TrainingRecipe:
-    """:data:`FINETUNE_RECIPE` with the command line's overrides (a dry run: one epoch)."""
-    recipe = FINETUNE_RECIPE
-    if epochs is not None:
-        recipe = replace(recipe, epochs=epochs)
-    if lr is not None:
-        recipe = replace(recipe, lr=lr)
-    if dry_run:
-        recipe = replace(recipe, epochs=1)
-    return recipe

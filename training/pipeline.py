@@ -41,7 +41,7 @@ from training.report import (
     plot_reliability,
     plot_worst_mistakes,
 )
-from training.train import EpochRecord, FitResult, fit, predict_logits, select_device
+from training.train import EpochRecord, fit, predict_logits, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def train_and_export(
     return package_network(
         architecture,
         network,
-        _training_settings(recipe, device, fitted),
+        training_settings(recipe, device, fitted.duration_s),
         fitted.history,
         splits,
         options,
@@ -233,9 +233,9 @@ def _measure(
     validation_out = predict_logits(exported, splits.validation, device=cpu, normalised_input=False)
     test_out = predict_logits(exported, splits.test, device=cpu, normalised_input=False)
     metrics = Metrics(
-        test_accuracy=_accuracy(test_out, splits.test.labels),
+        test_accuracy=accuracy(test_out, splits.test.labels),
         test_samples=len(splits.test),
-        validation_accuracy=_accuracy(validation_out, splits.validation.labels),
+        validation_accuracy=accuracy(validation_out, splits.validation.labels),
         validation_samples=len(splits.validation),
         test_nll=negative_log_likelihood(test_out, splits.test.labels),
     )
@@ -249,9 +249,10 @@ def _measure(
     return _Measured(metrics, calibration, test_out)
 
 
-def _training_settings(
-    recipe: TrainingRecipe, device: torch.device, fitted: FitResult
+def training_settings(
+    recipe: TrainingRecipe, device: torch.device, duration_s: float
 ) -> TrainingSettings:
+    """The card's ``training`` entry: the recipe, where it ran and how long it took."""
     return TrainingSettings(
         epochs=recipe.epochs,
         optimizer=describe_optimizer(recipe),
@@ -262,7 +263,7 @@ def _training_settings(
         augmentation=recipe.augmentation.describe() if recipe.augmentation else None,
         seed=recipe.seed,
         device=describe_device(device),
-        duration_s=round(fitted.duration_s, 1),
+        duration_s=round(duration_s, 1),
     )
 
 
@@ -276,7 +277,8 @@ def _dataset_info(splits: MnistSplits) -> DatasetInfo:
     )
 
 
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of ``labels`` (N,) that ``logits`` (N, 10) rank first."""
     return float((logits.argmax(dim=1) == labels).double().mean())
 
 
@@ -342,7 +344,21 @@ def recipe_for(
     dry_run: bool = False,
 ) -> TrainingRecipe:
     """The architecture's recipe with the given overrides (a dry run trains one epoch)."""
-    recipe = architecture.recipe
+    return with_overrides(
+        architecture.recipe, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, dry_run=dry_run
+    )
+
+
+def with_overrides(
+    recipe: TrainingRecipe,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    dry_run: bool = False,
+) -> TrainingRecipe:
+    """``recipe`` with the command line's overrides (a dry run trains one epoch)."""
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs)
     if lr is not None:

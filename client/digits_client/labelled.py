@@ -21,7 +21,7 @@ import mimetypes
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,16 +66,21 @@ class LabelledSet:
 
     def require_every_digit(self, minimum: int) -> None:
         """Raise :class:`LabelledDataError` unless each digit 0..9 has ``minimum`` images."""
-        counts = self.counts()
-        absent = [digit for digit in DIGITS if counts[digit] == 0]
-        few = [f"{d} has {counts[d]}" for d in DIGITS if 0 < counts[d] < minimum]
-        problems = []
-        if absent:
-            problems.append(f"no images of {', '.join(absent)}")
-        if few:
-            problems.append(f"too few images: {', '.join(few)} (at least {minimum} needed)")
-        if problems:
-            raise LabelledDataError(f"{self.source}: {'; '.join(problems)}")
+        require_every_digit(self.counts(), minimum, str(self.source))
+
+
+def require_every_digit(counts: Mapping[str, int], minimum: int, where: str) -> None:
+    """Raise :class:`LabelledDataError` naming ``where`` unless each digit 0..9 has at least
+    ``minimum`` in ``counts`` (images per label)."""
+    absent = [digit for digit in DIGITS if counts.get(digit, 0) == 0]
+    few = [f"{d} has {counts[d]}" for d in DIGITS if 0 < counts.get(d, 0) < minimum]
+    problems = []
+    if absent:
+        problems.append(f"no images of {', '.join(absent)}")
+    if few:
+        problems.append(f"too few images: {', '.join(few)} (at least {minimum} needed)")
+    if problems:
+        raise LabelledDataError(f"{where}: {'; '.join(problems)}")
 
 
 def read_labelled(path: Path, *, numbers: bool = False, strict: bool = False) -> LabelledSet:

@@ -249,3 +249,22 @@ def test_a_shipped_mnist_model_cannot_be_overwritten_nor_an_unknown_base_used(
 def test_the_version_is_not_the_users_to_choose(own_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["finetune", "--data", str(own_folder), "--name", "mine", "--version", "3"])
+
+
+def test_too_few_images_once_the_unreadable_are_skipped_is_one_clear_error(
+    own_folder: Path,
+    mnist_dir: Path,
+    mnist_cache: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = copy_folder(own_folder, tmp_path)
+    files = sorted((data / "6").iterdir())
+    for file in files[:2]:
+        file.unlink()  # 10 left: enough as files ...
+    files[2].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # ... 9 once this one is skipped
+    assert finetune(data, tmp_path, mnist_dir, mnist_cache) == 1
+    assert "once the images the service cannot read are skipped: too few images: 6 has 9" in (
+        caplog.text
+    )
+    assert not (tmp_path / "models" / "mine").exists()
