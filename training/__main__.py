@@ -39,7 +39,6 @@ from training.finetune import (
 from training.pipeline import (
     PackageSummary,
     RunOptions,
-    recipe_for,
     train_and_export,
     with_overrides,
 )
@@ -339,8 +338,8 @@ def _write_finetuned(summary: FineTuneSummary) -> None:
 def _train(args: argparse.Namespace, command: str) -> None:
     if args.command == "train":
         architecture = get_architecture(args.arch)
-        recipe = recipe_for(
-            architecture,
+        recipe = with_overrides(
+            architecture.recipe,
             epochs=args.epochs,
             lr=args.lr,
             batch_size=args.batch_size,

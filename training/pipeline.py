@@ -334,21 +334,6 @@ def _log_outcome(summary: PackageSummary) -> None:
         logger.warning("%s misses its target accuracy %.4f", card.name, summary.target_accuracy)
 
 
-def recipe_for(
-    architecture: Architecture,
-    *,
-    epochs: int | None = None,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    dry_run: bool = False,
-) -> TrainingRecipe:
-    """The architecture's recipe with the given overrides (a dry run trains one epoch)."""
-    return with_overrides(
-        architecture.recipe, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, dry_run=dry_run
-    )
-
-
 def with_overrides(
     recipe: TrainingRecipe,
     *,
