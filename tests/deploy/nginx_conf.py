@@ -1,4 +1,5 @@
-"""Just enough of nginx's configuration syntax to read directives out of docker/nginx.conf."""
+"""Just enough of nginx's configuration syntax to read directives out of docker/nginx.conf,
+and the one substitution its image's entrypoint makes in it (the file is a template)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,22 @@ from dataclasses import dataclass
 
 # A quoted string, a brace or semicolon, or a bare word; comments run from # to the line's end.
 _TOKEN = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[{};]|#[^\n]*|[^\s{};'"#]+""")
+
+
+#: The only variable the template's renderer fills in (compose.scale.yaml's
+#: NGINX_ENVSUBST_FILTER); nginx's own $variables are left alone.
+TEMPLATE_VARIABLE = "DIGITS_NGINX_RESOLVER"
+_TEMPLATE_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def render(template: str, resolvers: str = "127.0.0.11") -> str:
+    """nginx.conf as the image's entrypoint writes it: ``${DIGITS_NGINX_RESOLVER}`` replaced
+    by ``resolvers`` (Docker's embedded DNS by default). Fails on any other ``${...}``, which
+    the renderer would leave in place for nginx to choke on."""
+    names = set(_TEMPLATE_REFERENCE.findall(template))
+    if names - {TEMPLATE_VARIABLE}:
+        raise ValueError(f"the template refers to {sorted(names - {TEMPLATE_VARIABLE})}")
+    return template.replace("${" + TEMPLATE_VARIABLE + "}", resolvers)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ the Dockerfile, nginx.conf and each other."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +206,21 @@ def test_scaled_variant_puts_replicas_behind_one_published_port(
     assert nginx["ports"] == [f"8000:{nginx_directive('listen')}"]
     assert nginx["depends_on"] == {"digits": {"condition": "service_healthy"}}
     assert nginx["restart"] == "unless-stopped"
-    (conf,) = [v for v in nginx["volumes"] if v["target"] == "/etc/nginx/nginx.conf"]
+    # nginx.conf is mounted as a template that the image's entrypoint renders into the output
+    # folder, with the container's name servers and nothing else, and nginx reads the result.
+    (conf,) = [v for v in nginx["volumes"] if v["source"].endswith("nginx.conf")]
     assert (DOCKER_DIR / conf["source"]).resolve() == NGINX_CONF
+    assert conf["target"] == "/etc/nginx/templates/nginx.conf.template"
     assert conf["read_only"] is True
+    environment = nginx["environment"]
+    assert environment["NGINX_ENVSUBST_FILTER"] == nginx_conf.TEMPLATE_VARIABLE
+    # The script that sets the variable, where the entrypoint sources it before rendering.
+    (resolver,) = [v for v in nginx["volumes"] if v["source"].endswith("nginx-resolver.envsh")]
+    assert resolver["target"] == "/docker-entrypoint.d/15-digits-resolver.envsh"
+    assert os.access(DOCKER_DIR / "nginx-resolver.envsh", os.X_OK), "the entrypoint skips it"
+    rendered = f"{environment['NGINX_ENVSUBST_OUTPUT_DIR']}/nginx.conf"
+    assert nginx["command"][:3] == ["nginx", "-c", rendered]
+    assert any(mount == environment["NGINX_ENVSUBST_OUTPUT_DIR"] for mount in nginx["tmpfs"])
     # nginx finishes what it proxies before it stops.
     assert seconds(nginx["stop_grace_period"]) > seconds(nginx_directive("proxy_read_timeout"))
 
@@ -241,6 +254,6 @@ def test_nginx_drops_a_leaving_replica_before_it_stops_serving() -> None:
 
 def nginx_directive(name: str) -> str:
     """The value of the one ``name`` directive in nginx.conf."""
-    values = nginx_conf.directives(NGINX_CONF.read_text(encoding="utf-8"), name)
+    values = nginx_conf.directives(nginx_conf.render(NGINX_CONF.read_text(encoding="utf-8")), name)
     assert len(values) == 1, f"{name}: {values}"
     return values[0]

@@ -39,7 +39,8 @@ REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # nginx's $request_id
 
 
 def conf_text() -> str:
-    return NGINX_CONF.read_text(encoding="utf-8")
+    """nginx.conf as nginx reads it: the template rendered (with Docker's resolver)."""
+    return nginx_conf.render(NGINX_CONF.read_text(encoding="utf-8"))
 
 
 # --- what the file says -----------------------------------------------------------------------
@@ -174,6 +175,7 @@ def runnable_copy(text: str, *, upstreams: list[str], port: int, prefix: Path) -
     - ``server digits:8000 resolve ...`` -> one ``server`` line per given address, same
       parameters but ``resolve`` (no Docker DNS here, and nginx < 1.27.3 lacks it);
     - ``listen 8080`` -> ``listen 127.0.0.1:<port>``;
+    - ``resolver`` -> loopback (nothing is looked up: no ``resolve`` is left);
     - pid file and temporary folders -> under ``prefix`` (not writable system paths).
     """
     server = re.compile(r"^(\s*)server\s+digits:\d+\s+resolve\s+([^;]*);$", re.M)
@@ -181,19 +183,22 @@ def runnable_copy(text: str, *, upstreams: list[str], port: int, prefix: Path) -
     assert match is not None and len(server.findall(text)) == 1, "upstream server line changed"
     indent, parameters = match.group(1), match.group(2)
     servers = "\n".join(f"{indent}server {address} {parameters};" for address in upstreams)
-    temp_paths = "".join(
-        f"    {kind}_temp_path {prefix}/{kind}_temp;\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    replacements: list[tuple[str, Callable[[re.Match[str]], str]]] = [
-        (server.pattern, lambda _: servers),
-        (r"^(\s*)listen\s+8080;$", lambda m: f"{m.group(1)}listen 127.0.0.1:{port};"),
-        (r"^pid\s+\S+;$", lambda _: f"pid {prefix}/nginx.pid;"),
-        (r"^http \{$", lambda _: "http {\n" + temp_paths),
+    temp_kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    # (pattern, replacement, how many times it must match)
+    replacements: list[tuple[str, Callable[[re.Match[str]], str], int]] = [
+        (server.pattern, lambda _: servers, 1),
+        (r"^(\s*)listen\s+8080;$", lambda m: f"{m.group(1)}listen 127.0.0.1:{port};", 1),
+        (r"^pid\s+\S+;$", lambda _: f"pid {prefix}/nginx.pid;", 1),
+        (r"^(\s*)resolver\s+\S+\s", lambda m: f"{m.group(1)}resolver 127.0.0.1 ", 1),
+        (
+            rf"^(\s*)({'|'.join(temp_kinds)})_temp_path\s+\S+;$",
+            lambda m: f"{m.group(1)}{m.group(2)}_temp_path {prefix}/{m.group(2)}_temp;",
+            len(temp_kinds),
+        ),
     ]
-    for pattern, replacement in replacements:
+    for pattern, replacement, expected in replacements:
         text, count = re.subn(pattern, replacement, text, flags=re.M)
-        assert count == 1, f"{pattern!r} matched {count} times in nginx.conf"
+        assert count == expected, f"{pattern!r} matched {count} times in nginx.conf"
     conf = prefix / "nginx.conf"
     conf.write_text(text, encoding="utf-8")
     return conf
