@@ -27,12 +27,13 @@ test: $(STAMP)
 # The images built and run with a real container engine (docs/deploy.md, "Checked for
 # real"): Docker where one answers, podman otherwise (docker/podman-host.sh installs and sets it
 # up on Debian). FLAVOUR: the torch build of the images (cuda builds from PyPI alone).
-# About 15 minutes from nothing, 5 with the images cached; about 12 GB of image storage.
+# About 10 minutes from nothing (podman installed, images built), 4 with the images cached;
+# 11 GB of image storage.
 FLAVOUR ?= cuda
 container-test: $(STAMP)
 	bash docker/podman-host.sh
 	DIGITS_DATA_DIR=$(DATA_DIR) DIGITS_CONTAINER_FLAVOUR=$(FLAVOUR) \
-	  $(PY) -m pytest -m container --timeout 2400 tests/container
+	  $(PY) -m pytest -m container --timeout 3600 tests/container
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -22,7 +22,8 @@ engine="${1:-podman}"
 here="$(cd "$(dirname "$0")" && pwd)"
 python_image="localhost/python:3.11-slim-bookworm"
 nginx_image="localhost/nginx-unprivileged:standin"
-# Debian testing: the first suite with nginx >= 1.27.3 (bookworm has 1.22, trixie 1.26).
+# Debian testing, whose nginx is >= 1.27.3 (bookworm's is 1.22, trixie's 1.26); it moves on, so
+# the stand-in's nginx is whatever testing has that day (the build checks the version).
 nginx_suite="${STANDIN_NGINX_SUITE:-testing}"
 mirror="${STANDIN_DEBIAN_MIRROR:-$(apt-cache policy | awk '$3 == "bookworm/main" { print $2; exit }')}"
 if [ -z "$mirror" ]; then
@@ -42,7 +43,9 @@ cleanup() {
     unmount_under "$work" || true
     rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# Interrupted: end here (the EXIT trap cleans up), instead of going on without $work.
+trap 'exit 130' INT TERM
 
 # An image is made again when the files it is made from change: each carries the hash of
 # this script and its own files in a label.
@@ -51,7 +54,7 @@ source_hash() {
 }
 
 up_to_date() {
-    [ "$("$engine" image inspect --format '{{index .Labels "io.digits.standin-source"}}' "$1" 2>/dev/null)" = "$2" ]
+    [ "$("$engine" image inspect --format '{{index .Config.Labels "io.digits.standin-source"}}' "$1" 2>/dev/null)" = "$2" ]
 }
 
 # rootfs NAME SUITE PACKAGES: a minimal Debian root imported as localhost/digits-standin-NAME.
@@ -68,8 +71,12 @@ rootfs() {
     rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/* \
         "$root"/usr/share/info/*
     unmount_under "$root"
-    tar -C "$root" --numeric-owner --exclude=./proc/* --exclude=./sys/* --exclude=./dev/* -c . \
-        | "$engine" import - "localhost/digits-standin-$name:rootfs" >/dev/null
+    # Through a file, not a pipe: sh has no pipefail, and a tar that failed half-way must not
+    # become an image.
+    tar -C "$root" --numeric-owner --exclude=./proc/* --exclude=./sys/* --exclude=./dev/* \
+        -cf "$work/$name.tar" .
+    "$engine" import "$work/$name.tar" "localhost/digits-standin-$name:rootfs" >/dev/null
+    rm -f "$work/$name.tar"
 }
 
 hash="$(source_hash "$here/python.Containerfile")"

@@ -6,7 +6,9 @@
 # 20-envsubst-on-templates.sh (docker/standin/nginx-envsubst-on-templates.sh).
 set -eu
 
-if [ "${1:-}" = nginx ]; then
+# In a subshell, as the official one runs them: what an *.envsh exports reaches the scripts
+# after it, not nginx.
+if [ "${1:-}" = nginx ]; then (
     entrypoint_dir="${NGINX_ENTRYPOINT_DIR:-/docker-entrypoint.d}"
     for file in $(find "$entrypoint_dir" -follow -type f 2>/dev/null | sort -V); do
         [ -x "$file" ] || { echo "$0: ignoring $file, not executable" >&2; continue; }
@@ -20,5 +22,5 @@ if [ "${1:-}" = nginx ]; then
             ;;
         esac
     done
-fi
+) fi
 exec "$@"

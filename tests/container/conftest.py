@@ -9,16 +9,18 @@ what was built, how long it took and what it weighs is printed at the end and wr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.deploy.layout import REPO_ROOT
 
-from .engine import Engine, detected_engine
+from .engine import Engine, EngineError, detected_engine
 from .images import BuiltImages, build_images
 
 #: Fixed host ports (a developer's service is on 8000); each check publishes on its own.
@@ -28,6 +30,8 @@ PORTS = {"run": 18561, "compose": 18562, "scale": 18563}
 FLAVOUR = os.environ.get("DIGITS_CONTAINER_FLAVOUR", "cuda")
 RUNS_DIR = REPO_ROOT / "runs" / "container-test"
 REPORT = REPO_ROOT / "runs" / "container-test.json"
+
+LOG = logging.getLogger(__name__)
 
 #: Filled by the tests as they go: timings and figures for the closing report.
 FIGURES: dict[str, Any] = {}
@@ -64,6 +68,18 @@ def port(name: str) -> int:
         except OSError as error:
             pytest.fail(f"port {number} (the {name} check's) is taken: {error}")
     return number
+
+
+def save_log(name: str, read: Callable[[], subprocess.CompletedProcess[str]]) -> None:
+    """Keep what ``read`` prints (a container's or project's logs) as runs/.../NAME.log, for
+    when a check fails; never raises, since it runs while cleaning up."""
+    try:
+        result = read()
+    except EngineError as error:
+        LOG.warning("no log for %s: %s", name, error)
+        return
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    (RUNS_DIR / f"{name}.log").write_text(result.stdout + result.stderr, encoding="utf-8")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -65,12 +65,18 @@ class Engine:
         check: bool = True,
         timeout_s: float = 300.0,
     ) -> subprocess.CompletedProcess[str]:
-        """``docker compose -p PROJECT -f FILE ... ARGS`` with ``env`` added to the
-        environment (the DEPLOY_* variables the compose files read)."""
-        command = [*self.compose_cli, "--project-name", project]
+        """``docker compose -p PROJECT -f FILE ... ARGS`` with ``env`` as the only DEPLOY_* and
+        COMPOSE_* variables: none from the shell, and no docker/.env (``--env-file
+        /dev/null``), so that what is checked is the files' own defaults plus ``env``."""
+        command = [*self.compose_cli, "--project-name", project, "--env-file", os.devnull]
         for file in files:
             command += ["--file", str(file)]
-        environment = {**os.environ, **self.compose_env, **(env or {})}
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("DEPLOY_", "COMPOSE_"))
+        }
+        environment = {**inherited, **self.compose_env, **(env or {})}
         return _run([*command, *args], check=check, timeout_s=timeout_s, env=environment)
 
     def inspect(self, kind: str, name: str) -> dict[str, Any]:
@@ -101,6 +107,14 @@ class Engine:
         if left["volumes"]:
             self("volume", "rm", "--force", *left["volumes"], check=False)
 
+    def attempt(self, *args: str, timeout_s: float = 120.0) -> None:
+        """``<engine> ARGS`` as a clean-up step: a failure or a hang is logged, never raised,
+        so that the steps after it still run."""
+        try:
+            self(*args, check=False, timeout_s=timeout_s)
+        except EngineError as error:
+            LOG.warning("clean-up step failed: %s", error)
+
 
 def _run(
     command: list[str], *, check: bool, timeout_s: float, env: dict[str, str] | None = None
@@ -119,8 +133,13 @@ def _run(
 
 
 def docker_answers() -> bool:
+    """Whether a Docker engine answers ``docker`` (not podman-docker's stand-in command,
+    which answers as podman and gets podman's treatment here)."""
     docker = shutil.which("docker")
     if docker is None:
+        return False
+    version = subprocess.run([docker, "--version"], capture_output=True, text=True, check=False)
+    if "podman" in version.stdout.lower():
         return False
     return subprocess.run([docker, "info"], capture_output=True, check=False).returncode == 0
 
@@ -214,10 +233,14 @@ class HealthTimer:
     def _loop(self) -> None:
         label = f"label={PROJECT_LABEL}={self.project}"
         while not self._stop.wait(self.interval_s):
-            running = self.engine(
-                "ps", "--quiet", "--filter", label, "--filter", "status=running", check=False
-            ).stdout.split()
-            for container in running:
-                # Exit 1 while not (yet) healthy, and an error for a container without a check:
-                # both are part of the normal course here.
-                self.engine("healthcheck", "run", container, check=False, timeout_s=30)
+            try:
+                running = self.engine(
+                    "ps", "--quiet", "--filter", label, "--filter", "status=running", check=False
+                ).stdout.split()
+                for container in running:
+                    # Exit 1 while not (yet) healthy, and an error for a container without a
+                    # check: both are part of the normal course here.
+                    self.engine("healthcheck", "run", container, check=False, timeout_s=30)
+            except EngineError as error:
+                # A hung engine command must not end the timer: compose would wait forever.
+                LOG.warning("health timer: %s", error)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from .conftest import FIGURES, RUNS_DIR, port
+from .conftest import FIGURES, port, save_log
 from .engine import Engine
 from .images import BuiltImages
 from .service_checks import SELFTEST_DIR, assert_predicts, assert_reads, wait_ready
@@ -39,42 +38,41 @@ class RunningContainer:
 
 @pytest.fixture(scope="module")
 def container(engine: Engine, images: BuiltImages) -> Iterator[RunningContainer]:
-    name = f"digits-container-test-{os.getpid()}"
+    # A fixed name: one that a killed session left is removed here first.
+    name = "digits-container-test-run"
     published = port("run")
-    engine("rm", "--force", name, check=False)
-    engine(
-        "run",
-        "--detach",
-        "--name",
-        name,
-        # As compose.yaml runs it: nothing writable but /tmp, no capability, no new privileges.
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--publish",
-        f"127.0.0.1:{published}:8000",
-        "--env",
-        f"DIGITS_DRAIN_DELAY_S={DRAIN_DELAY_S}",
-        "--env",
-        f"DIGITS_SHUTDOWN_GRACE_S={SHUTDOWN_GRACE_S}",
-        images.runtime,
-    )
+    engine.attempt("rm", "--force", "--volumes", name)
     base_url = f"http://127.0.0.1:{published}"
     try:
+        engine(
+            "run",
+            "--detach",
+            "--name",
+            name,
+            # As compose.yaml runs it: nothing writable but /tmp, no capability, no new
+            # privileges.
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--publish",
+            f"127.0.0.1:{published}:8000",
+            "--env",
+            f"DIGITS_DRAIN_DELAY_S={DRAIN_DELAY_S}",
+            "--env",
+            f"DIGITS_SHUTDOWN_GRACE_S={SHUTDOWN_GRACE_S}",
+            images.runtime,
+        )
         ready_s = wait_ready(base_url)
         FIGURES["plain container: seconds to ready"] = round(ready_s, 1)
         yield RunningContainer(name, base_url, ready_s)
     finally:
-        # The service's log, for when a check fails.
-        logs = engine("logs", name, check=False)
-        RUNS_DIR.mkdir(parents=True, exist_ok=True)
-        (RUNS_DIR / "plain-container.log").write_text(logs.stdout + logs.stderr, "utf-8")
-        engine("rm", "--force", "--volumes", name, check=False)
-        assert not engine.exists("container", name), f"{name} left behind"
+        save_log("plain-container", lambda: engine("logs", name, check=False))
+        engine.attempt("rm", "--force", "--volumes", name)
+    assert not engine.exists("container", name), f"{name} left behind"
 
 
 def in_container(engine: Engine, name: str, *command: str) -> str:
@@ -186,7 +184,10 @@ def test_sigterm_drains_then_exits_zero_within_the_grace(
         waiter.start()
         signalled = time.monotonic()
         engine("kill", "--signal", "TERM", container.name)
+        # The signal is delivered asynchronously: /readyz turns within a moment.
         not_ready = client.get("/readyz")
+        while not_ready.status_code == 200 and time.monotonic() - signalled < 1.0:
+            not_ready = client.get("/readyz")
         answered = client.post("/predict", content=picture)
         assert time.monotonic() - signalled < DRAIN_DELAY_S, "the checks took the whole drain"
     assert not_ready.status_code == 503, not_ready.text

@@ -213,7 +213,7 @@ def test_scaled_variant_puts_replicas_behind_one_published_port(
     assert conf["target"] == "/etc/nginx/templates/nginx.conf.template"
     assert conf["read_only"] is True
     environment = nginx["environment"]
-    assert environment["NGINX_ENVSUBST_FILTER"] == nginx_conf.TEMPLATE_VARIABLE
+    assert environment["NGINX_ENVSUBST_FILTER"] == f"^{nginx_conf.TEMPLATE_VARIABLE}$"
     # The script that sets the variable, where the entrypoint sources it before rendering.
     (resolver,) = [v for v in nginx["volumes"] if v["source"].endswith("nginx-resolver.envsh")]
     assert resolver["target"] == "/docker-entrypoint.d/15-digits-resolver.envsh"

@@ -67,7 +67,7 @@ def test_renders_the_template_with_the_first_name_server_only(tmp_path: Path) ->
         tmp_path,
         "nginx",
         "-v",
-        NGINX_ENVSUBST_FILTER=nginx_conf.TEMPLATE_VARIABLE,
+        NGINX_ENVSUBST_FILTER=f"^{nginx_conf.TEMPLATE_VARIABLE}$",
         # Set, but filtered out: nginx's variable of the same name must stay as it is.
         request_id="from-the-environment",
     )
