@@ -27,7 +27,7 @@ test: $(STAMP)
 # The images built and run with a real container engine (docs/deploy.md, "Checked for
 # real"): Docker where one answers, podman otherwise (docker/podman-host.sh installs and sets it
 # up on Debian). FLAVOUR: the torch build of the images (cuda builds from PyPI alone).
-# About 10 minutes from nothing (podman installed, images built), 4 with the images cached;
+# About 10 minutes from nothing (podman installed, images built), 3 with the images cached;
 # 11 GB of image storage.
 FLAVOUR ?= cuda
 container-test: $(STAMP)
