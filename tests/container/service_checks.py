@@ -3,56 +3,58 @@ compose, or replicas behind nginx): ready, then the right digits and number, by 
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import httpx
 
 from benchmarks import image_kinds, numbers
-from tests.deploy.layout import REPO_ROOT
+from service.inference.selftest import SelfTestFile, shipped_selftest_files
+from tests.service.conftest import wait_ready as wait_ready_process
 
-SELFTEST_DIR = REPO_ROOT / "service" / "selftest"
-#: Loading and warming six models on two CPU cores takes about 20 s; the image allows 120 s.
+from .engine import Engine
+
+#: Loading and warming six models on two CPU cores takes a few seconds; the image allows 120 s.
 READY_TIMEOUT_S = 180.0
 #: A spaced number that the bundled default model reads right (tests/service/api/test_read).
 CLEAR_NUMBER = ("spaced", 1)
 
 
-def wait_ready(base_url: str, timeout_s: float = READY_TIMEOUT_S) -> float:
-    """Seconds until ``GET /readyz`` answers 200 (the container is an outside process:
-    nothing to wait on but its answer)."""
-    started = time.monotonic()
-    last = "no answer"
-    while time.monotonic() - started < timeout_s:
-        try:
-            response = httpx.get(f"{base_url}/readyz", timeout=2.0)
-            if response.status_code == 200:
-                return time.monotonic() - started
-            last = f"{response.status_code} {response.text[:200]}"
-        except httpx.TransportError as error:
-            last = f"{type(error).__name__}: {error}"
-        time.sleep(0.5)
-    raise AssertionError(f"{base_url}/readyz not 200 after {timeout_s:.0f} s: {last}")
+def wait_ready(
+    base_url: str, engine: Engine, containers: Sequence[str], timeout_s: float = READY_TIMEOUT_S
+) -> float:
+    """Seconds until ``GET /readyz`` at ``base_url`` answers 200; fails at once, with their
+    logs, when one of ``containers`` (those behind the URL) is no longer running."""
+
+    def gone() -> str | None:
+        for container in containers:
+            state = engine.inspect("container", container)["State"]
+            if not state["Running"]:
+                return f"container {container} {state['Status']} (exit {state['ExitCode']})"
+        return None
+
+    def logs() -> str:
+        printed = [engine("logs", container, check=False) for container in containers]
+        return "\n".join((out.stdout + out.stderr)[-3000:] for out in printed)
+
+    return wait_ready_process(base_url, timeout_s, gone, logs)
 
 
-def selftest_pictures() -> list[tuple[Path, int]]:
-    """The bundled self-test pictures (MNIST, canvas, photo, scan) with their labels."""
-    pictures = sorted(SELFTEST_DIR.glob("digit*_*.*"))
-    assert pictures, f"no self-test pictures in {SELFTEST_DIR}"
-    return [(path, int(path.name[len("digit")])) for path in pictures]
+def selftest_picture(label: int) -> SelfTestFile:
+    """The first shipped self-test picture of ``label``."""
+    return next(file for file in shipped_selftest_files() if file.label == label)
 
 
 def assert_predicts(client: httpx.Client) -> int:
-    """Every self-test picture read right through ``POST /predict``; returns how many."""
-    pictures = selftest_pictures()
-    for path, label in pictures:
-        kind = "image/jpeg" if path.suffix == ".jpg" else "image/png"
-        response = client.post(
-            "/predict", content=path.read_bytes(), headers={"content-type": kind}
-        )
-        assert response.status_code == 200, (path.name, response.status_code, response.text)
+    """Every shipped self-test picture (MNIST, canvas, photo, scan) read right through
+    ``POST /predict``; returns how many."""
+    pictures = shipped_selftest_files()
+    assert pictures, "no self-test pictures shipped"
+    for picture in pictures:
+        kind = "image/png" if picture.name.endswith(".png") else "image/jpeg"
+        response = client.post("/predict", content=picture.body, headers={"content-type": kind})
+        assert response.status_code == 200, (picture.name, response.status_code, response.text)
         body = response.json()
-        assert body["digit"] == label, (path.name, body)
+        assert body["digit"] == picture.label, (picture.name, body)
         assert 0.0 < body["confidence"] <= 1.0
         assert body["model"]["name"] == "default"
     return len(pictures)

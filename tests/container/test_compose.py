@@ -24,7 +24,7 @@ from tests.deploy.layout import COMPOSE_BASE, COMPOSE_SCALE
 from .conftest import FIGURES, port, save_log
 from .engine import Engine, EngineError, HealthTimer
 from .images import BuiltImages
-from .service_checks import SELFTEST_DIR, assert_predicts, assert_reads, wait_ready
+from .service_checks import assert_predicts, assert_reads, selftest_picture, wait_ready
 
 pytestmark = pytest.mark.container
 
@@ -123,10 +123,10 @@ def test_compose_up_ready_predict_down(engine: Engine, images: BuiltImages) -> N
         started = time.monotonic()
         up(running)
         base_url = f"http://127.0.0.1:{published}"
+        (container,) = running.containers("digits")
         with HealthTimer(engine, running.name):
-            wait_ready(base_url)
+            wait_ready(base_url, engine, [container])
             FIGURES["compose: seconds from up to ready"] = round(time.monotonic() - started, 1)
-            (container,) = running.containers("digits")
             deadline = time.monotonic() + 30
             while health(engine, container) != "healthy" and time.monotonic() < deadline:
                 time.sleep(1)
@@ -150,8 +150,8 @@ def test_scaled_replicas_behind_nginx(engine: Engine, images: BuiltImages) -> No
         replicas = running.containers("digits")
         assert len(replicas) == REPLICAS
         base_url = f"http://127.0.0.1:{published}"
-        wait_ready(base_url, timeout_s=60)
-        picture = next(SELFTEST_DIR.glob("digit7_*.png")).read_bytes()
+        wait_ready(base_url, engine, [*replicas, *running.containers("nginx")], timeout_s=60)
+        picture = selftest_picture(7).body
         with httpx.Client(base_url=base_url, timeout=30.0) as client:
             assert_predicts(client)
             # Every replica answers some: nginx's access log names the upstream of each.

@@ -16,7 +16,7 @@ import pytest
 from .conftest import FIGURES, port, save_log
 from .engine import Engine
 from .images import BuiltImages
-from .service_checks import SELFTEST_DIR, assert_predicts, assert_reads, wait_ready
+from .service_checks import assert_predicts, assert_reads, selftest_picture, wait_ready
 
 pytestmark = pytest.mark.container
 
@@ -33,7 +33,6 @@ SERVICE_UID = "10001"
 class RunningContainer:
     name: str
     base_url: str
-    ready_s: float
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +65,9 @@ def container(engine: Engine, images: BuiltImages) -> Iterator[RunningContainer]
             f"DIGITS_SHUTDOWN_GRACE_S={SHUTDOWN_GRACE_S}",
             images.runtime,
         )
-        ready_s = wait_ready(base_url)
+        ready_s = wait_ready(base_url, engine, [name])
         FIGURES["plain container: seconds to ready"] = round(ready_s, 1)
-        yield RunningContainer(name, base_url, ready_s)
+        yield RunningContainer(name, base_url)
     finally:
         save_log("plain-container", lambda: engine("logs", name, check=False))
         engine.attempt("rm", "--force", "--volumes", name)
@@ -170,7 +169,7 @@ def test_sigterm_drains_then_exits_zero_within_the_grace(
 ) -> None:
     """SIGTERM: /readyz turns 503 at once while /predict is still answered (the drain), and the
     process exits 0 before a supervisor's grace period would kill it. Runs last here."""
-    picture = sorted(SELFTEST_DIR.glob("digit7_*.png"))[0].read_bytes()
+    picture = selftest_picture(7).body
     exited = threading.Event()
     exit_code: list[str] = []
 

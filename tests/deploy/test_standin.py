@@ -11,16 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from . import nginx_conf
 from .layout import DOCKER_DIR, NGINX_CONF
+from .test_nginx_conf import NGINX, needs_nginx
 
 STANDIN_DIR = DOCKER_DIR / "standin"
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
-)
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: nginx)")
 
 
 def first_name_server() -> str:

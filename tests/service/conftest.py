@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,7 +185,12 @@ def serve_in_subprocess(
             [sys.executable, "-m", "service"], cwd=REPO, env=environment, stdout=sink, stderr=sink
         )
         try:
-            _wait_ready(url, process, log)
+            wait_ready(
+                url,
+                90.0,
+                lambda: None if process.poll() is None else f"server exited {process.returncode}",
+                log.read_text,
+            )
             yield url, process
         finally:
             if process.poll() is None:
@@ -193,15 +198,24 @@ def serve_in_subprocess(
                 process.wait()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90.0
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+def wait_ready(
+    url: str, timeout_s: float, gone: Callable[[], str | None], log: Callable[[], str]
+) -> float:
+    """Seconds until ``GET /readyz`` answers 200. The server is another process: there is
+    nothing to wait on but its answer. Fails at once when ``gone()`` says why the server is
+    no more (it exited), or after ``timeout_s``; either way with ``log()``."""
+    started = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - started < timeout_s:
+        reason = gone()
+        if reason is not None:
+            raise AssertionError(f"{reason}:\n{log()}")
         try:
-            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+            response = httpx.get(url + "/readyz", timeout=1.0)
+            if response.status_code == 200:
+                return time.monotonic() - started
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.TransportError as error:
+            last = f"{type(error).__name__}: {error}"
         time.sleep(0.1)
-    raise AssertionError(f"server not ready in 90 s:\n{log.read_text()}")
+    raise AssertionError(f"server not ready in {timeout_s:.0f} s ({last}):\n{log()}")
